@@ -1,0 +1,1 @@
+"""storelink drivers."""

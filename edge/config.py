@@ -1,0 +1,71 @@
+"""Edge configuration: `edge.toml` plus `STORELINK_*` environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from protocol import StoreId
+from protocol.settings import StorelinkSettings
+
+__all__ = ["EdgeSettings", "HubMqttSettings"]
+
+
+class HubMqttSettings(BaseModel):
+    """How this store reaches the hub's broker, with the credentials `store add` printed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = Field(None, description="defaults to the store id")
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    keepalive: int = Field(
+        30, ge=2, le=3600, description="seconds; the hub sees a dead edge after 1.5x"
+    )
+    status_interval: float = Field(
+        30.0, ge=1, le=600, description="seconds between status heartbeats"
+    )
+    backoff_cap: float = Field(
+        30.0, ge=1, le=600, description="longest wait between reconnect attempts"
+    )
+
+
+class EdgeSettings(StorelinkSettings):
+    """Everything `storelink-edge` needs; see docs/configuration.md."""
+
+    store: StoreId
+    store_name: str | None = None
+    timezone: str = "Asia/Shanghai"
+    cutover_hour: int = Field(4, ge=0, le=23, description="business day starts at this local hour")
+    state_dir: Path = Path("storelink-data/edge")
+    http_host: str = "0.0.0.0"  # noqa: S104 - phones and screens on the store LAN call it
+    http_port: int = Field(8700, ge=0, le=65535)
+    mqtt: HubMqttSettings
+    log_level: str = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)"
+            ) from err
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> EdgeSettings:
+        if self.mqtt.ca_file is not None and not self.mqtt.tls:
+            raise ValueError("mqtt.ca_file is set but mqtt.tls is false")
+        return self
+
+    @property
+    def mqtt_username(self) -> str:
+        """The MQTT user name: the store id unless configured otherwise."""
+        return self.mqtt.username or self.store

@@ -1,0 +1,72 @@
+"""The store daemon: composes journal, hub link and local API into one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from types import TracebackType
+
+from aiohttp import web
+
+from edge.api import VERSION, make_app
+from edge.config import EdgeSettings
+from edge.hublink import HubLink
+from edge.journal import Journal
+
+__all__ = ["EdgeDaemon", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class EdgeDaemon:
+    """Every part of the edge as one async context manager, torn down in reverse order."""
+
+    def __init__(self, settings: EdgeSettings):
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self.journal = Journal(settings.state_dir / "journal.sqlite3")
+        self.link = HubLink(settings, self.journal, software=f"storelink-edge {VERSION}")
+        self.http_port: int | None = None
+
+    async def __aenter__(self) -> EdgeDaemon:
+        try:
+            await self._stack.enter_async_context(self.journal)
+            await self._stack.enter_async_context(self.link)
+            runner = web.AppRunner(
+                make_app(self.settings, self.journal, self.link), shutdown_timeout=2
+            )
+            await runner.setup()
+            self._stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+            await site.start()
+            self.http_port = runner.addresses[0][1]
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        log.info(
+            "edge for store '%s' serving http://%s:%d/api/v1/",
+            self.settings.store,
+            self.settings.http_host,
+            self.http_port,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+
+async def run(settings: EdgeSettings) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with EdgeDaemon(settings):
+        await stop.wait()

@@ -1,0 +1,21 @@
+"""Errors of the edge package."""
+
+from __future__ import annotations
+
+__all__ = ["EdgeError", "JournalCorrupt"]
+
+
+class EdgeError(Exception):
+    """Base of every error the edge raises on purpose."""
+
+
+class JournalCorrupt(EdgeError):
+    """The journal file failed its integrity check; the edge refuses to start on it."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(
+            f"journal {path} is corrupt ({detail}). The edge will not start on it, so no "
+            f"sale is lost or duplicated: keep the file for support, restore the newest backup "
+            f"of it (the restored journal gets a new epoch), then start again."
+        )
+        self.path = path

@@ -1,0 +1,107 @@
+"""The store's durable journal (SQLite, WAL): epoch, outbox and acknowledgement state.
+
+This first version holds what the hub link reports; orders arrive with the till. All
+SQLite work runs in a worker thread so fsyncs never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from edge.errors import JournalCorrupt
+
+__all__ = ["Journal", "JournalState"]
+
+_MIGRATIONS: list[str] = [
+    # 1: baseline
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+    INSERT INTO meta (key, value) VALUES ('epoch', 1), ('acked_through', 0), ('next_seq', 1);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        body TEXT NOT NULL
+    ) STRICT;
+    """,
+]
+
+
+@dataclass(frozen=True)
+class JournalState:
+    """What `status` reports about the journal."""
+
+    epoch: int
+    acked_through: int
+    outbox_pending: int
+
+
+class Journal:
+    """Open, check and migrate the journal; one connection used from one worker thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise JournalCorrupt(str(self.path), str(result[0] if result else "no result"))
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;"
+                )
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise JournalCorrupt(str(self.path), str(err)) from err
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _state(self) -> JournalState:
+        conn = self._require()
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        pending = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return JournalState(
+            epoch=meta["epoch"], acked_through=meta["acked_through"], outbox_pending=pending
+        )
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("journal is not open; use `async with Journal(path)`")
+        return self._conn
+
+    async def state(self) -> JournalState:
+        """Current epoch, acknowledged seq and outbox depth."""
+        async with self._lock:
+            return await asyncio.to_thread(self._state)
+
+    async def __aenter__(self) -> Journal:
+        self._conn = await asyncio.to_thread(self._open)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._conn is not None:
+            async with self._lock:
+                await asyncio.to_thread(self._conn.close)
+            self._conn = None

@@ -1,0 +1,275 @@
+"""Head-office access: users, argon2 passwords, bearer tokens, roles and store scope.
+
+Every permission check of every hub domain goes through `Principal.require`, so a role's
+reach is decided in this one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+
+from hub.db import Database
+from hub.errors import AuthError, NotFound, PermissionDenied
+from hub.models import ApiToken, Store, User, UserStore
+
+__all__ = [
+    "LoginLimiter",
+    "Principal",
+    "Role",
+    "TokenIssued",
+    "add_user",
+    "authenticate",
+    "hash_secret",
+    "issue_token",
+    "resolve_token",
+    "revoke_token",
+    "verify_secret",
+]
+
+TOKEN_PREFIX = "slh_"  # noqa: S105 - a prefix that secret scanners can match, not a secret
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class Role(StrEnum):
+    """Head-office roles."""
+
+    OWNER = "owner"
+    REGIONAL = "regional"
+    STORE_MANAGER = "store-manager"
+    MARKETING = "marketing"
+    FINANCE = "finance"
+
+
+# Roles that see the whole chain unless given a store list; the others must be given one.
+_CHAIN_WIDE = {Role.OWNER, Role.MARKETING, Role.FINANCE}
+
+PERMISSIONS: dict[str, frozenset[Role]] = {
+    "stores.read": frozenset(Role),
+    "stores.write": frozenset({Role.OWNER}),
+    "users.write": frozenset({Role.OWNER}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: `stores` is None for chain-wide access."""
+
+    user_id: int
+    name: str
+    role: Role
+    stores: frozenset[str] | None
+
+    def can_see(self, store_id: str) -> bool:
+        """True if the store is in this user's scope."""
+        return self.stores is None or store_id in self.stores
+
+    def require(self, permission: str, *, store: str | None = None) -> None:
+        """Raise `PermissionDenied` unless the role has `permission` (for `store`, if given)."""
+        allowed = PERMISSIONS.get(permission)
+        if allowed is None:
+            raise KeyError(f"unknown permission {permission!r}")
+        if self.role not in allowed:
+            raise PermissionDenied(f"role '{self.role}' may not {permission}")
+        if store is not None and not self.can_see(store):
+            raise PermissionDenied(f"user '{self.name}' has no access to store '{store}'")
+
+
+def hash_secret(secret: str) -> str:
+    """Argon2id hash of a password (CPU-heavy: call from a thread in async code)."""
+    return _hasher.hash(secret)
+
+
+def verify_secret(stored_hash: str, secret: str) -> bool:
+    """True if `secret` matches `stored_hash`."""
+    try:
+        return _hasher.verify(stored_hash, secret)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenIssued:
+    """A new bearer token; the clear text exists only in this object."""
+
+    token: str
+    expires_at: datetime
+
+
+async def add_user(
+    db: Database, name: str, password: str, role: Role | str, stores: list[str] | None = None
+) -> User:
+    """Create a head-office user, checking role and store scope before anything is written."""
+    try:
+        role = Role(role)
+    except ValueError:
+        choices = ", ".join(r.value for r in Role)
+        raise ValueError(f"unknown role '{role}'; choose one of {choices}") from None
+    stores = sorted(set(stores or []))
+    if not name or len(name) > 64 or not name.isprintable():
+        raise ValueError("user name must be 1-64 printable characters")
+    if len(password) < 8:
+        raise ValueError("password must be at least 8 characters")
+    if role is Role.OWNER and stores:
+        raise ValueError("an owner sees every store; do not give --stores")
+    if role not in _CHAIN_WIDE and not stores:
+        raise ValueError(f"role '{role}' needs --stores with at least one store id")
+    password_hash = await asyncio.to_thread(hash_secret, password)
+    async with db.session() as session, session.begin():
+        if stores:
+            known = set((await session.scalars(select(Store.id).where(Store.id.in_(stores)))).all())
+            missing = [s for s in stores if s not in known]
+            if missing:
+                raise NotFound(f"unknown store(s): {', '.join(missing)}; add them first")
+        if await session.scalar(select(User.id).where(User.name == name)) is not None:
+            raise ValueError(f"user '{name}' already exists")
+        user = User(
+            name=name,
+            password_hash=password_hash,
+            role=role.value,
+            disabled=False,
+            created_at=datetime.now(UTC),
+            stores=[UserStore(store_id=s) for s in stores],
+        )
+        session.add(user)
+    return user
+
+
+async def set_password(db: Database, name: str, password: str) -> None:
+    """Replace a user's password and revoke every token they hold."""
+    if len(password) < 8:
+        raise ValueError("password must be at least 8 characters")
+    password_hash = await asyncio.to_thread(hash_secret, password)
+    now = datetime.now(UTC)
+    async with db.session() as session, session.begin():
+        user = await session.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise NotFound(f"no user named '{name}'")
+        user.password_hash = password_hash
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+
+async def authenticate(db: Database, name: str, password: str) -> User:
+    """Return the user if the password matches, else raise `AuthError` (same for any cause)."""
+    async with db.session() as session:
+        user = await session.scalar(select(User).where(User.name == name))
+    stored = user.password_hash if user is not None else _DUMMY_HASH
+    ok = await asyncio.to_thread(verify_secret, stored, password)
+    if user is None or not ok or user.disabled:
+        raise AuthError("wrong user name or password")
+    return user
+
+
+async def issue_token(db: Database, user_id: int, ttl: timedelta) -> TokenIssued:
+    """Create a bearer token for `user_id` that expires after `ttl`."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    async with db.session() as session, session.begin():
+        session.add(
+            ApiToken(
+                token_hash=_token_hash(token),
+                user_id=user_id,
+                created_at=now,
+                expires_at=now + ttl,
+                revoked_at=None,
+            )
+        )
+    return TokenIssued(token=token, expires_at=now + ttl)
+
+
+async def resolve_token(db: Database, token: str) -> Principal:
+    """Map a bearer token to its principal, or raise `AuthError`."""
+    now = datetime.now(UTC)
+    async with db.session() as session:
+        row = await session.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash == _token_hash(token))
+        )
+        found = row.first()
+    if found is None:
+        raise AuthError("unknown token; sign in again at POST /api/v1/auth/token")
+    api_token, user = found
+    if api_token.revoked_at is not None:
+        raise AuthError("token was revoked; sign in again")
+    if api_token.expires_at <= now:
+        raise AuthError("token expired; sign in again")
+    if user.disabled:
+        raise AuthError(f"user '{user.name}' is disabled")
+    role = Role(user.role)
+    scope = frozenset(s.store_id for s in user.stores)
+    stores = None if role in _CHAIN_WIDE and not scope else scope
+    return Principal(user_id=user.id, name=user.name, role=role, stores=stores)
+
+
+async def revoke_token(db: Database, token: str) -> None:
+    """Revoke one token so it can no longer be used."""
+    async with db.session() as session, session.begin():
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == _token_hash(token), ApiToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+
+
+class LoginLimiter:
+    """Failed sign-ins per (name, client address) in a sliding window.
+
+    Bounded: at most `max_keys` keys are tracked and the least recently failed is evicted
+    first, so a flood of made-up names cannot grow memory. Per process: with several hub
+    instances an attacker gets `max_failures` tries per instance, which is still bounded.
+    """
+
+    def __init__(self, max_failures: int, window_s: float, *, max_keys: int = 10_000):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        times = self._failures.get(key, deque())
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def retry_after(self, name: str, client: str) -> float:
+        """Seconds until this name/client may try again; 0 if allowed now."""
+        now = time.monotonic()
+        times = self._recent((name.casefold(), client), now)
+        if len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, self.window_s - (now - times[0]))
+
+    def failed(self, name: str, client: str) -> None:
+        """Record one failed attempt."""
+        key = (name.casefold(), client)
+        times = self._recent(key, time.monotonic())
+        times.append(time.monotonic())
+        self._failures[key] = times
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, name: str, client: str) -> None:
+        """Forget failures after a good sign-in."""
+        self._failures.pop((name.casefold(), client), None)

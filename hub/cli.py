@@ -1,0 +1,188 @@
+"""`storelink-hub`: run the hub, the demo, and manage stores and head-office users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hub import auth
+from hub.config import HubSettings
+from hub.db import Database, migrate
+from hub.errors import HubError
+from hub.service import Hub, run_until_signalled
+from hub.stores import add_store
+from protocol import ConfigError, ProtocolError, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> HubSettings:
+    return load_settings(HubSettings, args.config)
+
+
+async def _with_db(settings: HubSettings, work: Callable[[Database], Awaitable[None]]) -> None:
+    db = Database.from_url(settings.resolved_database_url())
+    try:
+        await migrate(db.engine)
+        await work(db)
+    finally:
+        await db.close()
+
+
+async def _run(settings: HubSettings) -> None:
+    async with Hub(settings) as hub:
+        where = "embedded broker" if hub.broker else f"broker {settings.mqtt.host}"
+        print(
+            f"storelink hub: API http://{settings.http_host}:{hub.http_port}/api/v1/, "
+            f"{where} on port {hub.mqtt_port}; Ctrl-C stops",
+            flush=True,
+        )
+        await run_until_signalled()
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Start the hub until SIGINT/SIGTERM."""
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_run(settings))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    """Bring the database schema up to date."""
+
+    async def work(db: Database) -> None:
+        print(f"database {db.engine.url.render_as_string(hide_password=True)} is up to date")
+
+    asyncio.run(_with_db(_settings(args), work))
+
+
+def cmd_store_add(args: argparse.Namespace) -> None:
+    """Register a store and print its MQTT credentials (shown once)."""
+
+    async def work(db: Database) -> None:
+        creds = await add_store(
+            db, args.store, args.name, timezone=args.timezone, rotate=args.rotate
+        )
+        print(f"store '{creds.store}' {'has new credentials' if args.rotate else 'added'}.")
+        print("MQTT credentials for its edge.toml [mqtt] section (shown only now):")
+        print(f'  username = "{creds.username}"\n  password = "{creds.password}"')
+
+    asyncio.run(_with_db(_settings(args), work))
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("repeat: "):
+            raise ValueError("the two passwords differ")
+        return first, False
+    return secrets.token_urlsafe(12), True
+
+
+def cmd_user_add(args: argparse.Namespace) -> None:
+    """Create a head-office user with a role and optional store scope."""
+    stores = [s for s in (args.stores or "").split(",") if s]
+    password, generated = _read_password(args)
+
+    async def work(db: Database) -> None:
+        user = await auth.add_user(db, args.name, password, args.role, stores)
+        scope = ", ".join(stores) if stores else "all stores"
+        print(f"user '{user.name}' added with role {user.role} ({scope}).")
+        if generated:
+            print(f"generated password (shown only now): {password}")
+
+    asyncio.run(_with_db(_settings(args), work))
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> None:
+    """Set a user's password and revoke their tokens."""
+    password, generated = _read_password(args)
+
+    async def work(db: Database) -> None:
+        await auth.set_password(db, args.name, password)
+        print(f"password of '{args.name}' changed; their tokens are revoked.")
+        if generated:
+            print(f"generated password (shown only now): {password}")
+
+    asyncio.run(_with_db(_settings(args), work))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Hub + embedded broker + SQLite + one simulated store, all on this machine."""
+    from hub.demo import run_demo  # noqa: PLC0415 - only the demo needs it
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run_demo(Path(args.dir), hub_port=args.port, cwd=Path.cwd()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storelink-hub", description=__doc__)
+    parser.add_argument(
+        "--config", type=Path, help="hub.toml (every setting also from STORELINK_* env)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="start the hub").set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    demo = sub.add_parser("demo", help="run hub, embedded broker and a simulated store")
+    demo.add_argument("--dir", default="storelink-demo", help="state directory of the demo")
+    demo.add_argument("--port", type=int, default=8800, help="hub HTTP port (a free one if taken)")
+    demo.set_defaults(func=cmd_demo)
+
+    store = sub.add_parser("store", help="manage stores").add_subparsers(
+        dest="store_cmd", required=True
+    )
+    store_add = store.add_parser("add", help="register a store and create its MQTT credentials")
+    store_add.add_argument("store", help="store id: a-z, 0-9 and '-', at most 32 characters")
+    store_add.add_argument("--name", help="display name, e.g. 人民路店")
+    store_add.add_argument("--timezone", default="Asia/Shanghai")
+    store_add.add_argument(
+        "--rotate", action="store_true", help="give an existing store a new password"
+    )
+    store_add.set_defaults(func=cmd_store_add)
+
+    user = sub.add_parser("user", help="manage head-office users").add_subparsers(
+        dest="user_cmd", required=True
+    )
+    user_add = user.add_parser("add", help="create a user")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=[r.value for r in auth.Role])
+    user_add.add_argument("--stores", help="comma-separated store ids this user may see")
+    user_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    user_add.set_defaults(func=cmd_user_add)
+    passwd = user.add_parser("passwd", help="set a user's password (revokes their tokens)")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    passwd.set_defaults(func=cmd_user_passwd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `storelink-hub`."""
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        pass
+    except (ConfigError, HubError, ProtocolError, ValueError) as err:
+        print(f"storelink-hub: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Hub configuration: `hub.toml` plus `STORELINK_*` environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocol.settings import StorelinkSettings
+
+__all__ = ["BrokerSettings", "HubSettings", "MqttSettings"]
+
+
+class MqttSettings(BaseModel):
+    """An external broker (Mosquitto, EMQX); leave `host` unset for the embedded one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = None
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    shared_subscription: bool = Field(
+        False, description="consume up/# through $share/storelink-hub/ (Mosquitto >= 1.6, EMQX)"
+    )
+
+
+class BrokerSettings(BaseModel):
+    """The embedded amqtt broker, started only when `mqtt.host` is not set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bind: str = "0.0.0.0"  # noqa: S104 - stores connect from other hosts on the LAN/WAN
+    port: int = Field(1883, ge=0, le=65535, description="0 picks a free port")
+
+
+class HubSettings(StorelinkSettings):
+    """Everything `storelink-hub` needs; see docs/configuration.md."""
+
+    state_dir: Path = Path("storelink-data/hub")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default SQLite in state_dir"
+    )
+    http_host: str = "0.0.0.0"  # noqa: S104 - head office reaches the API over the network
+    http_port: int = Field(8800, ge=0, le=65535)
+    mqtt: MqttSettings = MqttSettings()
+    broker: BrokerSettings = BrokerSettings()
+    token_ttl_hours: int = Field(12, ge=1, le=24 * 90)
+    store_stale_after_s: int = Field(
+        120, ge=10, description="a store whose last status is older than this shows offline"
+    )
+    login_max_failures: int = Field(5, ge=1)
+    login_window_s: int = Field(300, ge=10)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> HubSettings:
+        if self.mqtt.ca_file is not None and not self.mqtt.tls:
+            raise ValueError("mqtt.ca_file is set but mqtt.tls is false")
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when the hub runs its own amqtt broker."""
+        return self.mqtt.host is None
+
+    def resolved_database_url(self) -> str:
+        """The configured database URL, or SQLite under `state_dir`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.state_dir / 'hub.db').resolve()}"

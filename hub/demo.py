@@ -1,0 +1,157 @@
+"""`storelink-hub demo`: the whole system on one machine with embedded defaults.
+
+Runs the hub (embedded amqtt broker, SQLite) in this process and one store's edge daemon
+as a child process, exactly as they would run on two machines: the two meet only over MQTT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from hub import auth
+from hub.broker import free_port, port_in_use
+from hub.config import BrokerSettings, HubSettings
+from hub.errors import NotFound
+from hub.service import Hub, run_until_signalled
+from hub.stores import add_store, list_stores
+
+__all__ = ["DEMO_STORE", "run_demo"]
+
+DEMO_STORE = "demo"
+DEMO_STORE_NAME = "演示便利店"
+DEMO_USER = "demo-owner"
+_HOST = "127.0.0.1"
+
+
+def _port(preferred: int) -> int:
+    return preferred if preferred and not port_in_use(_HOST, preferred) else free_port(_HOST)
+
+
+async def _demo_owner(hub: Hub) -> tuple[str, str]:
+    password = secrets.token_urlsafe(12)
+    try:
+        await auth.set_password(hub.db, DEMO_USER, password)
+    except NotFound:
+        await auth.add_user(hub.db, DEMO_USER, password, auth.Role.OWNER)
+    user = await auth.authenticate(hub.db, DEMO_USER, password)
+    issued = await auth.issue_token(hub.db, user.id, timedelta(days=7))
+    return password, issued.token
+
+
+def _edge_toml(mqtt_port: int, password: str, edge_port: int, state: Path) -> str:
+    return (
+        f'store = "{DEMO_STORE}"\n'
+        f'store_name = "{DEMO_STORE_NAME}"\n'
+        f'state_dir = "{state.resolve()}"\n'
+        f'http_host = "{_HOST}"\n'
+        f"http_port = {edge_port}\n\n"
+        f"[mqtt]\n"
+        f'host = "{_HOST}"\n'
+        f"port = {mqtt_port}\n"
+        f'username = "{DEMO_STORE}"\n'
+        f'password = "{password}"\n'
+    )
+
+
+async def _wait_online(hub: Hub, within: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        stores = await list_stores(hub.db, stale_after=timedelta(minutes=2))
+        if any(s.id == DEMO_STORE and s.online for s in stores):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def run_demo(state: Path, *, hub_port: int, cwd: Path) -> None:
+    """Run hub + edge until Ctrl-C, then stop both cleanly."""
+    await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
+    mqtt_port = _port(1883)
+    settings = HubSettings(
+        state_dir=state / "hub",
+        http_host=_HOST,
+        http_port=_port(hub_port),
+        broker=BrokerSettings(bind=_HOST, port=mqtt_port),
+    )
+    async with Hub(settings) as hub:
+        creds = await add_store(hub.db, DEMO_STORE, DEMO_STORE_NAME, rotate=True)
+        password, token = await _demo_owner(hub)
+        edge_port = _port(8700)
+        edge_toml = state / "edge.toml"
+        toml = _edge_toml(mqtt_port, creds.password, edge_port, state / "edge")
+        await asyncio.to_thread(_write_private, edge_toml, toml)
+        hub_url = f"http://{_HOST}:{hub.http_port}"
+        edge_url = f"http://{_HOST}:{edge_port}"
+        info = {
+            "hub_url": hub_url,
+            "edge_url": edge_url,
+            "hub_token": token,
+            "store": DEMO_STORE,
+            "hub_user": DEMO_USER,
+            "hub_password": password,
+            "mqtt_port": mqtt_port,
+        }
+        demo_json = cwd / "storelink-demo.json"
+        text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+        await asyncio.to_thread(_write_private, demo_json, text)
+        edge = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "edge", "--config", str(edge_toml), "run"),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            note = "" if mqtt_port == 1883 else " (port 1883 is taken by another broker)"
+            print(
+                f"\nstorelink demo\n"
+                f"  hub API      {hub_url}/api/v1/  (OpenAPI: /api/v1/openapi.json)\n"
+                f"  edge API     {edge_url}/api/v1/status  ({DEMO_STORE}: {DEMO_STORE_NAME})\n"
+                f"  MQTT broker  {_HOST}:{mqtt_port}, embedded amqtt{note}\n"
+                f"  hub sign-in  user '{DEMO_USER}', password '{password}'\n"
+                f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
+                f"  written to   {demo_json}\n\n"
+                f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
+                flush=True,
+            )
+            if await _wait_online(hub, 15):
+                print(f"store '{DEMO_STORE}' is online at the hub; Ctrl-C stops all.", flush=True)
+            else:
+                print(f"store '{DEMO_STORE}' is not online yet; see the log above.", flush=True)
+            await _until_signal_or_exit(edge)
+        finally:
+            await _stop(edge)
+    print("storelink demo stopped.")
+
+
+async def _until_signal_or_exit(edge: asyncio.subprocess.Process) -> None:
+    waiter = asyncio.create_task(edge.wait(), name="demo-edge-exit")
+    signalled = asyncio.create_task(run_until_signalled(), name="demo-signal")
+    done, pending = await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if waiter in done:
+        print(f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file holding credentials, readable only by its owner."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        async with asyncio.timeout(5):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

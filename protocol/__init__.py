@@ -1,0 +1,96 @@
+"""What edge and hub agree on: wire models, topics, ids, money and time (pure, no I/O)."""
+
+from protocol import topics
+from protocol.backoff import Backoff
+from protocol.codec import MAX_PAYLOAD, decode, encode
+from protocol.errors import DecodeError, InvalidSnapshotKind, InvalidStoreId, ProtocolError
+from protocol.ids import STORE_ID_PATTERN, StoreId, id_timestamp, new_id, validate_store_id
+from protocol.models import (
+    Ack,
+    Command,
+    CommandResult,
+    Count,
+    DeviceHealth,
+    Envelope,
+    Epoch,
+    Event,
+    EventBatch,
+    Fen,
+    JsonObject,
+    Resend,
+    RpcReply,
+    RpcRequest,
+    Seq,
+    Snapshot,
+    Status,
+    WireModel,
+    offline_will,
+)
+from protocol.money import (
+    allocate,
+    apply_basis_points,
+    format_yuan,
+    mul_fraction,
+    parse_yuan,
+    round_half_up,
+)
+from protocol.problem import PROBLEM_JSON, FieldError, Problem, validation_problem
+from protocol.settings import ConfigError, StorelinkSettings, load_settings
+from protocol.timeutil import UtcDatetime, business_day, utcnow
+from protocol.topics import SnapshotKind, Topic, TopicKind, parse_topic
+
+__all__ = [
+    "MAX_PAYLOAD",
+    "PROBLEM_JSON",
+    "STORE_ID_PATTERN",
+    "Ack",
+    "Backoff",
+    "Command",
+    "CommandResult",
+    "ConfigError",
+    "Count",
+    "DecodeError",
+    "DeviceHealth",
+    "Envelope",
+    "Epoch",
+    "Event",
+    "EventBatch",
+    "Fen",
+    "FieldError",
+    "InvalidSnapshotKind",
+    "InvalidStoreId",
+    "JsonObject",
+    "Problem",
+    "ProtocolError",
+    "Resend",
+    "RpcReply",
+    "RpcRequest",
+    "Seq",
+    "Snapshot",
+    "SnapshotKind",
+    "Status",
+    "StoreId",
+    "StorelinkSettings",
+    "Topic",
+    "TopicKind",
+    "UtcDatetime",
+    "WireModel",
+    "allocate",
+    "apply_basis_points",
+    "business_day",
+    "decode",
+    "encode",
+    "format_yuan",
+    "id_timestamp",
+    "load_settings",
+    "mul_fraction",
+    "new_id",
+    "offline_will",
+    "parse_topic",
+    "parse_yuan",
+    "round_half_up",
+    "topics",
+    "utcnow",
+    "validate_store_id",
+    "validation_problem",
+]

@@ -1,0 +1,45 @@
+"""The journal opens, migrates, reports its state, and refuses a corrupt file clearly."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from edge.errors import JournalCorrupt
+from edge.journal import Journal
+
+
+async def test_new_journal_starts_at_epoch_one_with_empty_outbox(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    async with Journal(path) as journal:
+        state = await journal.state()
+    assert (state.epoch, state.acked_through, state.outbox_pending) == (1, 0, 0)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    async with Journal(path) as journal:  # reopening does not re-run migrations
+        assert (await journal.state()).epoch == 1
+
+
+async def test_corrupt_journal_is_refused_not_replaced(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    async with Journal(path):
+        pass
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\x5a" * (4096 - 100)
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt, match="is corrupt") as info:
+        async with Journal(path):
+            pass
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == bytes(data)  # untouched, kept for support
+
+
+async def test_garbage_file_is_refused(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(JournalCorrupt):
+        async with Journal(path):
+            pass

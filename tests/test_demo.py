@@ -1,0 +1,79 @@
+"""The README's demo command: hub, embedded broker, SQLite and a store, reachable by curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, str, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - local URL
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+            return resp.status, resp.headers.get_content_type(), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get_content_type(), json.loads(err.read())
+
+
+def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
+    hub_cmd = shutil.which("storelink-hub", path=str(Path(sys.executable).parent))
+    assert hub_cmd, "storelink-hub console script is not installed in this environment"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    demo = subprocess.Popen(
+        [hub_cmd, "demo", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        info_file = tmp_path / "storelink-demo.json"
+        deadline = time.monotonic() + 30
+        online = False
+        while time.monotonic() < deadline and not online:
+            time.sleep(0.3)
+            assert demo.poll() is None, demo.communicate()
+            if not info_file.exists():
+                continue
+            info = json.loads(info_file.read_text())
+            status, _, body = _get(f"{info['hub_url']}/api/v1/stores", info["hub_token"])
+            assert status == 200
+            online = any(s["id"] == info["store"] and s["online"] for s in body["items"])
+        assert online, "demo store never showed online at the hub"
+        assert set(info) >= {"hub_url", "edge_url", "hub_token", "store"}
+
+        status, ctype, body = _get(f"{info['hub_url']}/api/v1/stores")
+        assert (status, ctype) == (401, "application/problem+json")
+        status, _, edge = _get(f"{info['edge_url']}/api/v1/status")
+        assert status == 200
+        assert edge["store"] == info["store"]
+        assert edge["hub_online"] is True
+        assert {"outbox_pending", "epoch", "acked_through"} <= set(edge)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            out, err = demo.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            out, err = demo.communicate()
+            raise AssertionError(f"demo did not stop on Ctrl-C:\n{out}\n{err}") from None
+    assert demo.returncode == 0, err
+    assert "MQTT broker" in out
+    assert "hub API" in out
+    assert "Traceback" not in err
+    assert "Task was destroyed" not in err
