@@ -48,7 +48,7 @@ def ensure_venv() -> None:
     if STAMP.exists() and STAMP.read_text() == want:
         return
     print("installing storelink and its pinned dependencies", flush=True)
-    quiet = ["-q"] if os.environ.get("CI") else []
+    quiet = ["-q"]
     _run(PY, "-m", "pip", "install", *quiet, "--upgrade", "pip")
     _run(PY, "-m", "pip", "install", *quiet, "-c", "constraints.txt", "-e", ".[dev]")
     STAMP.write_text(want)

@@ -50,7 +50,8 @@ def _edge_toml(mqtt_port: int, password: str, edge_port: int, state: Path) -> st
         f'store_name = "{DEMO_STORE_NAME}"\n'
         f'state_dir = "{state.resolve()}"\n'
         f'http_host = "{_HOST}"\n'
-        f"http_port = {edge_port}\n\n"
+        f"http_port = {edge_port}\n"
+        'log_level = "WARNING"\n\n'
         f"[mqtt]\n"
         f'host = "{_HOST}"\n'
         f"port = {mqtt_port}\n"
