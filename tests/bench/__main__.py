@@ -13,7 +13,6 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from hub.config import BrokerSettings, HubSettings
 from hub.service import Hub
 from hub.stores import add_store, list_stores, record_status
 from protocol import Status, decode, encode, topics
-from tests.conftest import free_port, wait_port
+from tests.conftest import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Row = tuple[str, str, list[float], list[float]]
@@ -172,16 +171,14 @@ async def bench_status_to_hub(tmp: Path, n: int) -> Row:
 async def bench_mosquitto_echo(tmp: Path, n: int) -> Row | None:
     if shutil.which("mosquitto") is None:
         return None
-    port = free_port()
-    conf = tmp / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+    (tmp / "mosq").mkdir()
+    mosq = Mosquitto(tmp / "mosq", secure=False)
+    mosq.write_config()
+    await asyncio.to_thread(mosq.start)
     try:
-        wait_port(port)
-        baseline = await _deliveries(port, n, auth=None, topic="storelink/v1/shop-1/up/echo")
+        baseline = await _deliveries(mosq.port, n, auth=None, topic="storelink/v1/shop-1/up/echo")
     finally:
-        proc.terminate()
-        proc.wait()
+        await asyncio.to_thread(mosq.stop)
     amqtt_port = free_port()
     hub_settings = HubSettings(
         state_dir=tmp / "m",
