@@ -1,13 +1,18 @@
-"""Hub and edge stop cleanly on SIGTERM within 5 s, leaving no pending tasks behind."""
+"""Hub and edge stop cleanly on SIGTERM/SIGINT within 5 s, leaving no pending tasks behind."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
-from tests.conftest import edge_toml, free_port, spawn, stop, wait_port
+from tests.conftest import ROOT, edge_toml, free_port, spawn, stop, wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +28,50 @@ def _hub_toml(tmp_path, mqtt_port: int, http_port: int):
     return path
 
 
+def _store_add(config, store: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "hub", "--config", str(config), "store", "add", store],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    match = re.search(r'password = "([^"]+)"', out)
+    assert match, out
+    return match.group(1)
+
+
+def _edge_status(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=2) as resp:
+        return json.loads(resp.read())
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_hub_and_edge_stop_cleanly(tmp_path, sig):
-    mqtt_port, http_port = free_port(), free_port()
-    hub = spawn("hub", _hub_toml(tmp_path, mqtt_port, http_port))
+def test_connected_hub_and_edge_stop_cleanly(tmp_path, sig):
+    mqtt_port, http_port, edge_port = free_port(), free_port(), free_port()
+    hub_config = _hub_toml(tmp_path, mqtt_port, http_port)
+    password = _store_add(hub_config, "shop-x")
+    hub = spawn("hub", hub_config)
     try:
         wait_port(http_port, timeout=20)
-        # The edge cannot sign in (unknown store): it must still stop cleanly while retrying.
-        edge = spawn(
-            "edge",
-            edge_toml(tmp_path / "edge.toml", store="shop-x", password="nope", mqtt_port=mqtt_port),
+        config = edge_toml(
+            tmp_path / "edge.toml",
+            store="shop-x",
+            password=password,
+            mqtt_port=mqtt_port,
+            http_port=edge_port,
         )
-        time.sleep(2)
+        edge = spawn("edge", config)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if _edge_status(edge_port)["hub_online"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "edge never connected to the hub's broker"
+            time.sleep(0.1)
         took, err = stop(edge, sig)
         assert took < 5
         assert edge.returncode == 0, err
@@ -43,4 +80,17 @@ def test_hub_and_edge_stop_cleanly(tmp_path, sig):
         took, err = stop(hub, sig)
     assert took < 5
     assert hub.returncode == 0, err
+    assert not [b for b in _BAD if b in err], err
+
+
+def test_edge_stops_cleanly_while_it_cannot_reach_the_hub(tmp_path):
+    edge = spawn(
+        "edge",
+        edge_toml(tmp_path / "edge.toml", store="shop-y", password="x", mqtt_port=free_port()),
+    )
+    time.sleep(2)  # connection refused, retrying with backoff
+    took, err = stop(edge, signal.SIGTERM)
+    assert took < 5
+    assert edge.returncode == 0, err
+    assert "hub broker unreachable" in err
     assert not [b for b in _BAD if b in err], err
