@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, EdgeError) as err:
         print(f"storelink-edge: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # e.g. the API port is taken, the state directory is read-only
+        print(f"storelink-edge: cannot start: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

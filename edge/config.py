@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import StoreId
-from protocol.settings import StorelinkSettings
+from protocol.settings import LogLevel, StorelinkSettings
 
 __all__ = ["EdgeSettings", "HubMqttSettings"]
 
@@ -20,7 +20,6 @@ class HubMqttSettings(BaseModel):
 
     host: str = Field(min_length=1)
     port: int = Field(1883, ge=1, le=65535)
-    username: str | None = Field(None, description="defaults to the store id")
     password: str | None = None
     tls: bool = False
     ca_file: Path | None = None
@@ -46,7 +45,7 @@ class EdgeSettings(StorelinkSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 - phones and screens on the store LAN call it
     http_port: int = Field(8700, ge=0, le=65535)
     mqtt: HubMqttSettings
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
 
     @field_validator("timezone")
     @classmethod
@@ -64,8 +63,3 @@ class EdgeSettings(StorelinkSettings):
         if self.mqtt.ca_file is not None and not self.mqtt.tls:
             raise ValueError("mqtt.ca_file is set but mqtt.tls is false")
         return self
-
-    @property
-    def mqtt_username(self) -> str:
-        """The MQTT user name: the store id unless configured otherwise."""
-        return self.mqtt.username or self.store

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 from types import TracebackType
 
 from aiohttp import web
@@ -14,6 +12,7 @@ from edge.api import VERSION, make_app
 from edge.config import EdgeSettings
 from edge.hublink import HubLink
 from edge.journal import Journal
+from protocol.aio import wait_for_stop_signal
 
 __all__ = ["EdgeDaemon", "run"]
 
@@ -64,9 +63,5 @@ class EdgeDaemon:
 
 async def run(settings: EdgeSettings) -> None:
     """Run the daemon until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with EdgeDaemon(settings):
-        await stop.wait()
+        await wait_for_stop_signal()

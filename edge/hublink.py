@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import sqlite3
 import ssl
 from types import TracebackType
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import EdgeSettings
 from edge.journal import Journal
 from protocol import Backoff, Status, encode, offline_will, topics, utcnow
-from protocol.aio import cancel_and_wait
+from protocol.aio import cancel_and_wait, retry_forever
 
 __all__ = ["HubLink"]
 
@@ -27,26 +30,32 @@ class HubLink:
         self._journal = journal
         self._software = software
         self._status_topic = topics.status(settings.store)
+        mqtt = settings.mqtt
+        self._tls = (
+            ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
+            if mqtt.tls
+            else None
+        )
+        # A client id nobody can guess: amqtt drops an existing session for a client id
+        # before it authenticates the new CONNECT, so a predictable id lets anyone on the
+        # network silently cut this edge's subscriptions.
+        self._client_id = f"edge-{settings.store}-{secrets.token_hex(6)}"
+        self._backoff = Backoff(initial=0.5, cap=mqtt.backoff_cap)
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
     def _new_client(self) -> aiomqtt.Client:
         mqtt = self._settings.mqtt
-        tls = (
-            ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
-            if mqtt.tls
-            else None
-        )
         return aiomqtt.Client(
             mqtt.host,
             mqtt.port,
-            username=self._settings.mqtt_username,
+            username=self._settings.store,
             password=mqtt.password,
-            identifier=f"edge-{self._settings.store}",
+            identifier=self._client_id,
             keepalive=mqtt.keepalive,
             will=aiomqtt.Will(self._status_topic, encode(offline_will()), qos=1, retain=True),
-            tls_context=tls,
+            tls_context=self._tls,
             max_queued_incoming_messages=1000,
             timeout=10,
         )
@@ -74,44 +83,40 @@ class HubLink:
             await self._publish_status(client)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(topics.down_filter(self._settings.store), qos=1)
+        down = topics.down_filter(self._settings.store)
+        codes = await client.subscribe(down, qos=1)
+        if any(_refused(code) for code in codes):
+            raise aiomqtt.MqttError(f"broker refused subscription to {down}; check its ACL")
         async for message in client.messages:
             log.debug("no handler yet for %s", message.topic)
 
-    async def _run(self) -> None:
-        backoff = Backoff(initial=0.5, cap=self._settings.mqtt.backoff_cap)
-        was_online = False
-        while True:
-            try:
-                async with self._new_client() as client:
-                    await self._publish_status(client)
-                    self._client = client
-                    self.connected.set()
-                    log.log(
-                        logging.WARNING if backoff.failures else logging.INFO,
-                        "connected to the hub's broker %s:%d",
-                        self._settings.mqtt.host,
-                        self._settings.mqtt.port,
-                    )
-                    backoff.reset()
-                    was_online = True
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._heartbeat(client), name="edge-status-heartbeat")
-                        group.create_task(self._consume(client), name="edge-hub-consume")
-            except* aiomqtt.MqttError as group:
-                if was_online or not backoff.failures:
-                    log.warning(
-                        "hub broker unreachable (%s); selling on offline, retrying",
-                        group.exceptions[0],
-                    )
-                was_online = False
-            finally:
-                self._client = None
-                self.connected.clear()
-            await asyncio.sleep(backoff.next_delay())
+    async def _session(self) -> None:
+        try:
+            async with self._new_client() as client:
+                await self._publish_status(client)
+                self._client = client
+                self.connected.set()
+                self._backoff.connected()
+                log.info("connected to the hub's broker %s", self._settings.mqtt.host)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._heartbeat(client), name="edge-status-heartbeat")
+                    group.create_task(self._consume(client), name="edge-hub-consume")
+        finally:
+            self._client = None
+            self.connected.clear()
 
     async def __aenter__(self) -> HubLink:
-        self._task = asyncio.create_task(self._run(), name="edge-hub-link")
+        mqtt = self._settings.mqtt
+        self._task = asyncio.create_task(
+            retry_forever(
+                self._session,
+                backoff=self._backoff,
+                what=f"hub broker {mqtt.host}:{mqtt.port}",
+                log=log,
+                expected=(aiomqtt.MqttError, sqlite3.Error),
+            ),
+            name="edge-hub-link",
+        )
         return self
 
     async def __aexit__(
@@ -126,6 +131,10 @@ class HubLink:
             try:
                 async with asyncio.timeout(2):
                     await self._publish_status(client, online=False)
-            except (aiomqtt.MqttError, TimeoutError):
+            except (aiomqtt.MqttError, sqlite3.Error, TimeoutError):
                 log.info("could not publish offline status on shutdown; the will covers it")
-        await cancel_and_wait(self._task)
+        await cancel_and_wait(self._task, log)
+
+
+def _refused(code: int | ReasonCode) -> bool:
+    return code >= 0x80 if isinstance(code, int) else bool(code.is_failure)

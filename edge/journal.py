@@ -1,20 +1,27 @@
 """The store's durable journal (SQLite, WAL): epoch, outbox and acknowledgement state.
 
 This first version holds what the hub link reports; orders arrive with the till. All
-SQLite work runs in a worker thread so fsyncs never block the event loop.
+SQLite work runs on one dedicated thread: fsyncs never block the event loop, and calls
+are serialised even when the awaiting task is cancelled half-way (the call is shielded,
+so the connection is never used by two threads at once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from edge.errors import JournalCorrupt
 
 __all__ = ["Journal", "JournalState"]
+
+T = TypeVar("T")
 
 _MIGRATIONS: list[str] = [
     # 1: baseline
@@ -48,7 +55,13 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("journal is not open; use `async with Journal(path)`")
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(loop.run_in_executor(self._thread, fn))
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +101,16 @@ class Journal:
 
     async def state(self) -> JournalState:
         """Current epoch, acknowledged seq and outbox depth."""
-        async with self._lock:
-            return await asyncio.to_thread(self._state)
+        return await self._call(self._state)
 
     async def __aenter__(self) -> Journal:
-        self._conn = await asyncio.to_thread(self._open)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        try:
+            self._conn = await self._call(self._open)
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise
         return self
 
     async def __aexit__(
@@ -101,7 +119,10 @@ class Journal:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._thread is None:
+            return
         if self._conn is not None:
-            async with self._lock:
-                await asyncio.to_thread(self._conn.close)
+            await self._call(self._conn.close)
             self._conn = None
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(thread.shutdown, wait=True)

@@ -33,8 +33,10 @@ SETTINGS = web.AppKey("settings", HubSettings)
 LIMITER = web.AppKey("limiter", auth.LoginLimiter)
 LINK = web.AppKey("link", BrokerLink)
 PRINCIPAL = web.RequestKey("principal", auth.Principal)
+# Everything else needs a token, including paths added later: access fails closed.
 _PUBLIC = {
     ("GET", "/api/v1/health"),
+    ("HEAD", "/api/v1/health"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/auth/token"),
 }
@@ -108,7 +110,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require a valid bearer token everywhere but the public endpoints."""
-    if (request.method, request.path) in _PUBLIC or not request.path.startswith("/api/"):
+    if (request.method, request.path) in _PUBLIC:
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -154,23 +156,19 @@ async def create_token(request: web.Request) -> web.Response:
     body = await read_body(request, TokenRequest)
     limiter = request.app[LIMITER]
     client = request.remote or "?"
-    wait = limiter.retry_after(body.name, client)
+    wait = limiter.begin(body.name, client)
     if wait > 0:
+        seconds = str(int(wait) + 1)
         return problem(
-            429,
-            "Too many failed sign-ins",
-            f"try again in {int(wait) + 1} s",
-            **{"Retry-After": str(int(wait) + 1)},
+            429, "Too many failed sign-ins", f"try again in {seconds} s", **{"Retry-After": seconds}
         )
-    try:
-        user = await auth.authenticate(request.app[DB], body.name, body.password)
-    except AuthError:
-        limiter.failed(body.name, client)
-        raise
+    user = await auth.authenticate(request.app[DB], body.name, body.password)
     limiter.succeeded(body.name, client)
     ttl = timedelta(hours=request.app[SETTINGS].token_ttl_hours)
     issued = await auth.issue_token(request.app[DB], user.id, ttl)
-    return _json(TokenOut(token=issued.token, expires_at=issued.expires_at), 201)
+    response = _json(TokenOut(token=issued.token, expires_at=issued.expires_at), 201)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def delete_token(request: web.Request) -> web.Response:

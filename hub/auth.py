@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from hub.db import Database
 from hub.errors import AuthError, NotFound, PermissionDenied
@@ -37,8 +37,11 @@ __all__ = [
     "verify_secret",
 ]
 
+_KEEP_DEAD = timedelta(days=1)
 TOKEN_PREFIX = "slh_"  # noqa: S105 - a prefix that secret scanners can match, not a secret
 _hasher = PasswordHasher()
+# Each argon2 verify takes ~64 MiB; a few at a time keep a sign-in flood from exhausting RAM.
+_VERIFY_SLOTS = asyncio.Semaphore(4)
 # Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
@@ -174,7 +177,8 @@ async def authenticate(db: Database, name: str, password: str) -> User:
     async with db.session() as session:
         user = await session.scalar(select(User).where(User.name == name))
     stored = user.password_hash if user is not None else _DUMMY_HASH
-    ok = await asyncio.to_thread(verify_secret, stored, password)
+    async with _VERIFY_SLOTS:
+        ok = await asyncio.to_thread(verify_secret, stored, password)
     if user is None or not ok or user.disabled:
         raise AuthError("wrong user name or password")
     return user
@@ -185,6 +189,12 @@ async def issue_token(db: Database, user_id: int, ttl: timedelta) -> TokenIssued
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     async with db.session() as session, session.begin():
+        # Tokens dead for a day are of no use even for auditing "why was I signed out".
+        await session.execute(
+            delete(ApiToken).where(
+                (ApiToken.expires_at < now - _KEEP_DEAD) | (ApiToken.revoked_at < now - _KEEP_DEAD)
+            )
+        )
         session.add(
             ApiToken(
                 token_hash=_token_hash(token),
@@ -233,43 +243,53 @@ async def revoke_token(db: Database, token: str) -> None:
 
 
 class LoginLimiter:
-    """Failed sign-ins per (name, client address) in a sliding window.
+    """Sign-in attempts per (name, client address) and per address, in a sliding window.
 
-    Bounded: at most `max_keys` keys are tracked and the least recently failed is evicted
-    first, so a flood of made-up names cannot grow memory. Per process: with several hub
-    instances an attacker gets `max_failures` tries per instance, which is still bounded.
+    An attempt is counted before its password is checked and forgiven only when it
+    succeeds, so parallel guesses cannot slip past the limit while argon2 runs. The
+    per-address cap (10 x per name) stops spraying many names from one address, and
+    bounds how fast one address can push other keys out of the table. At most
+    `max_keys` keys are kept, least recently used evicted first. Per process: with
+    several hub instances the limits apply per instance.
     """
 
     def __init__(self, max_failures: int, window_s: float, *, max_keys: int = 10_000):
         self.max_failures = max_failures
         self.window_s = window_s
         self.max_keys = max_keys
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._attempts: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        times = self._failures.get(key, deque())
+        times = self._attempts.get(key, deque())
         while times and now - times[0] > self.window_s:
             times.popleft()
         return times
 
-    def retry_after(self, name: str, client: str) -> float:
-        """Seconds until this name/client may try again; 0 if allowed now."""
-        now = time.monotonic()
-        times = self._recent((name.casefold(), client), now)
-        if len(times) < self.max_failures:
-            return 0.0
-        return max(0.0, self.window_s - (now - times[0]))
+    def _keys(self, name: str, client: str) -> list[tuple[tuple[str, str], int]]:
+        return [
+            ((name.casefold(), client), self.max_failures),
+            (("", client), self.max_failures * 10),
+        ]
 
-    def failed(self, name: str, client: str) -> None:
-        """Record one failed attempt."""
-        key = (name.casefold(), client)
-        times = self._recent(key, time.monotonic())
-        times.append(time.monotonic())
-        self._failures[key] = times
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
+    def begin(self, name: str, client: str) -> float:
+        """Count an attempt; return 0, or the seconds to wait if over a limit (not counted)."""
+        now = time.monotonic()
+        waits = []
+        for key, limit in self._keys(name, client):
+            times = self._recent(key, now)
+            if len(times) >= limit:
+                waits.append(self.window_s - (now - times[0]))
+        if waits:
+            return max(0.001, *waits)
+        for key, _ in self._keys(name, client):
+            times = self._recent(key, now)
+            times.append(now)
+            self._attempts[key] = times
+            self._attempts.move_to_end(key)
+        while len(self._attempts) > self.max_keys:
+            self._attempts.popitem(last=False)
+        return 0.0
 
     def succeeded(self, name: str, client: str) -> None:
-        """Forget failures after a good sign-in."""
-        self._failures.pop((name.casefold(), client), None)
+        """Forgive the name's attempts after a good sign-in (the address keeps its count)."""
+        self._attempts.pop((name.casefold(), client), None)

@@ -1,8 +1,9 @@
 """The embedded amqtt broker: zero-install MQTT for small chains and the demo.
 
 Stores sign in with the credentials `storelink-hub store add` created; the ACL lets a
-store touch only `storelink/v1/<its id>/#`, like the Mosquitto ACL pattern `%u`. The hub
-itself uses a per-process account whose name cannot be a store id (stores never have `_`).
+store touch only `storelink/v1/<its id>/#`, like the Mosquitto ACL pattern `%u`, and a
+store's Last Will may only be its own status. The hub itself uses a per-process account
+whose name cannot be a store id (stores never have `_`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from amqtt.broker import Broker
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from hub.errors import HubError
-from protocol import topics
+from protocol import InvalidStoreId, topics
 
 __all__ = ["HUB_USERNAME", "EmbeddedBroker", "free_port"]
 
@@ -65,10 +66,16 @@ class StoreAuthPlugin(BaseAuthPlugin):
             password = password.decode("utf-8", "replace")
         if username == HUB_USERNAME:
             return secrets.compare_digest(password, self.config.hub_password)
-        ok = bool(await self.config.check_store(username, password))
-        if not ok:
-            log.warning("MQTT sign-in refused for %r (unknown store or wrong password)", username)
-        return ok
+        # amqtt publishes a will without asking the ACL plugin, so a store could otherwise
+        # plant a retained message in another store's topics by disconnecting.
+        if session.will_flag and session.will_topic != topics.status(username):
+            log.warning("MQTT sign-in refused for %r: Last Will outside its status topic", username)
+            return False
+        try:
+            return bool(await self.config.check_store(username, password))
+        except Exception:  # a database outage must refuse, not hang the client
+            log.warning("MQTT sign-in of %r refused: store credentials unavailable", username)
+            return False
 
 
 class StoreAclPlugin(BaseTopicPlugin):
@@ -86,7 +93,11 @@ class StoreAclPlugin(BaseTopicPlugin):
             return True
         if not username or not topic:
             return False
-        return topic.startswith(topics.store_filter(username)[:-1])
+        try:
+            prefix = topics.store_filter(username)[:-1]
+        except InvalidStoreId:
+            return False
+        return topic.startswith(prefix)
 
 
 class EmbeddedBroker:

@@ -6,18 +6,22 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from hub import auth
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.errors import HubError
-from hub.service import Hub, run_until_signalled
+from hub.service import Hub
 from hub.stores import add_store
 from protocol import ConfigError, ProtocolError, load_settings
+from protocol.aio import wait_for_stop_signal
 
 __all__ = ["main"]
 
@@ -43,7 +47,7 @@ async def _run(settings: HubSettings) -> None:
             f"{where} on port {hub.mqtt_port}; Ctrl-C stops",
             flush=True,
         )
-        await run_until_signalled()
+        await wait_for_stop_signal()
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -124,6 +128,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The demo is self-contained: a STORELINK_DATABASE_URL or STORELINK_STORE meant for a
+    # real deployment must not make it rotate real credentials or rename its store.
+    ignored = sorted(k for k in os.environ if k.startswith("STORELINK_"))
+    for key in ignored:
+        del os.environ[key]
+    if ignored:
+        print(f"demo: ignoring {', '.join(ignored)}", file=sys.stderr)
     asyncio.run(run_demo(Path(args.dir), hub_port=args.port, cwd=Path.cwd()))
 
 
@@ -182,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, HubError, ProtocolError, ValueError) as err:
         print(f"storelink-hub: {err}", file=sys.stderr)
         sys.exit(2)
+    except (OSError, SQLAlchemyError) as err:  # port taken, database unreachable, …
+        print(f"storelink-hub: cannot start: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from protocol.settings import StorelinkSettings
+from protocol.settings import LogLevel, StorelinkSettings
 
 __all__ = ["BrokerSettings", "HubSettings", "MqttSettings"]
+
+_ASYNC_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
 class MqttSettings(BaseModel):
@@ -16,16 +20,13 @@ class MqttSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str | None = None
+    host: str | None = Field(None, min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
     tls: bool = False
     ca_file: Path | None = None
     keepalive: int = Field(30, ge=5, le=3600)
-    shared_subscription: bool = Field(
-        False, description="consume up/# through $share/storelink-hub/ (Mosquitto >= 1.6, EMQX)"
-    )
 
 
 class BrokerSettings(BaseModel):
@@ -34,7 +35,7 @@ class BrokerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bind: str = "0.0.0.0"  # noqa: S104 - stores connect from other hosts on the LAN/WAN
-    port: int = Field(1883, ge=0, le=65535, description="0 picks a free port")
+    port: int = Field(1883, ge=1, le=65535)
 
 
 class HubSettings(StorelinkSettings):
@@ -54,7 +55,23 @@ class HubSettings(StorelinkSettings):
     )
     login_max_failures: int = Field(5, ge=1)
     login_window_s: int = Field(300, ge=10)
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            backend = make_url(value).drivername
+        except ArgumentError as err:
+            raise ValueError(f"not a database URL: {err}") from err
+        if backend not in _ASYNC_DRIVERS:
+            raise ValueError(
+                f"driver {backend!r} is not supported; use one of {', '.join(_ASYNC_DRIVERS)}"
+                " (e.g. postgresql+asyncpg://user@host/db)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_tls(self) -> HubSettings:

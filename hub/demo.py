@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import sys
@@ -18,8 +19,9 @@ from hub import auth
 from hub.broker import free_port, port_in_use
 from hub.config import BrokerSettings, HubSettings
 from hub.errors import NotFound
-from hub.service import Hub, run_until_signalled
+from hub.service import Hub
 from hub.stores import add_store, list_stores
+from protocol.aio import cancel_and_wait, wait_for_stop_signal
 
 __all__ = ["DEMO_STORE", "run_demo"]
 
@@ -55,14 +57,13 @@ def _edge_toml(mqtt_port: int, password: str, edge_port: int, state: Path) -> st
         f"[mqtt]\n"
         f'host = "{_HOST}"\n'
         f"port = {mqtt_port}\n"
-        f'username = "{DEMO_STORE}"\n'
         f'password = "{password}"\n'
     )
 
 
-async def _wait_online(hub: Hub, within: float) -> bool:
+async def _wait_online(hub: Hub, within: float, stop: asyncio.Task[None]) -> bool:
     deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
+    while asyncio.get_running_loop().time() < deadline and not stop.done():
         stores = await list_stores(hub.db, stale_after=timedelta(minutes=2))
         if any(s.id == DEMO_STORE and s.online for s in stores):
             return True
@@ -72,6 +73,15 @@ async def _wait_online(hub: Hub, within: float) -> bool:
 
 async def run_demo(state: Path, *, hub_port: int, cwd: Path) -> None:
     """Run hub + edge until Ctrl-C, then stop both cleanly."""
+    stop = asyncio.create_task(wait_for_stop_signal(), name="demo-signal")
+    try:
+        await _run(state, hub_port, cwd, stop)
+    finally:
+        await cancel_and_wait(stop, logging.getLogger(__name__))
+    print("storelink demo stopped.")
+
+
+async def _run(state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None]) -> None:
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     mqtt_port = _port(1883)
     settings = HubSettings(
@@ -118,25 +128,18 @@ async def run_demo(state: Path, *, hub_port: int, cwd: Path) -> None:
                 f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
                 flush=True,
             )
-            if await _wait_online(hub, 15):
+            if await _wait_online(hub, 15, stop):
                 print(f"store '{DEMO_STORE}' is online at the hub; Ctrl-C stops all.", flush=True)
             else:
                 print(f"store '{DEMO_STORE}' is not online yet; see the log above.", flush=True)
-            await _until_signal_or_exit(edge)
+            exited = asyncio.create_task(edge.wait(), name="demo-edge-exit")
+            await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                print(
+                    f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr
+                )
         finally:
             await _stop(edge)
-    print("storelink demo stopped.")
-
-
-async def _until_signal_or_exit(edge: asyncio.subprocess.Process) -> None:
-    waiter = asyncio.create_task(edge.wait(), name="demo-edge-exit")
-    signalled = asyncio.create_task(run_until_signalled(), name="demo-signal")
-    done, pending = await asyncio.wait({waiter, signalled}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    if waiter in done:
-        print(f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr)
 
 
 def _write_private(path: Path, text: str) -> None:

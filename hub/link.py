@@ -9,19 +9,22 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.db import Database
 from hub.errors import NotFound
 from hub.stores import record_status
 from protocol import Backoff, DecodeError, Status, decode, topics
-from protocol.aio import cancel_and_wait
+from protocol.aio import cancel_and_wait, retry_forever
 from protocol.topics import TopicKind
 
 __all__ = ["BrokerLink", "MqttTarget"]
 
 log = logging.getLogger(__name__)
-_MAX_QUEUED = 10_000  # aiomqtt drops beyond this; status is resent every heartbeat
+_MAX_QUEUED = 10_000  # aiomqtt drops beyond this; a status is re-sent every heartbeat
+_DRAIN_S = 2.0  # on shutdown, how long the message being recorded may still take
+Handler = Callable[[str, bytes, bool], Awaitable[None]]
 
 
 class MqttTarget:
@@ -37,7 +40,6 @@ class MqttTarget:
         tls: bool = False,
         ca_file: str | None = None,
         keepalive: int = 30,
-        shared_subscription: bool = False,
     ):
         self.host = host
         self.port = port
@@ -45,7 +47,6 @@ class MqttTarget:
         self.password = password
         self.tls_context = ssl.create_default_context(cafile=ca_file) if tls else None
         self.keepalive = keepalive
-        self.shared_subscription = shared_subscription
 
     def client(self) -> aiomqtt.Client:
         """A new aiomqtt client for this target."""
@@ -70,13 +71,21 @@ class BrokerLink:
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._unknown_logged: set[str] = set()
+        self._backoff = Backoff(initial=0.5, cap=30.0)
         self.connected = asyncio.Event()
-        self._handlers: dict[TopicKind, Callable[[str, bytes], Awaitable[None]]] = {
-            TopicKind.STATUS: self._on_status,
-        }
+        self._handlers: dict[TopicKind, Handler] = {TopicKind.STATUS: self._on_status}
 
     async def __aenter__(self) -> BrokerLink:
-        self._task = asyncio.create_task(self._run(), name="hub-broker-link")
+        self._task = asyncio.create_task(
+            retry_forever(
+                self._session,
+                backoff=self._backoff,
+                what=f"MQTT broker {self._target.host}:{self._target.port}",
+                log=log,
+                expected=(aiomqtt.MqttError,),
+            ),
+            name="hub-broker-link",
+        )
         return self
 
     async def __aexit__(
@@ -85,61 +94,54 @@ class BrokerLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await cancel_and_wait(self._task)
-        if self._inflight is not None:
-            # Let the message being recorded finish, so no session is cut mid-transaction.
-            await asyncio.wait({self._inflight})
+        await cancel_and_wait(self._task, log)
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():
+            # Let the message being recorded commit rather than cut its transaction.
+            _, pending = await asyncio.wait({inflight}, timeout=_DRAIN_S)
+            await cancel_and_wait(next(iter(pending), None), log)
 
-    async def _run(self) -> None:
-        backoff = Backoff(initial=0.5, cap=30.0)
-        while True:
-            try:
-                async with self._target.client() as client:
-                    status_filter = topics.ALL_STATUS
-                    await client.subscribe(status_filter, qos=1)
-                    self.connected.set()
-                    if backoff.failures:
-                        log.warning("reconnected to MQTT broker %s", self._target.host)
-                    else:
-                        log.info(
-                            "connected to MQTT broker %s:%d", self._target.host, self._target.port
-                        )
-                    backoff.reset()
-                    async for message in client.messages:
-                        payload = _payload_bytes(message.payload)
-                        self._inflight = asyncio.create_task(
-                            self._dispatch(str(message.topic), payload), name="hub-link-dispatch"
-                        )
-                        await asyncio.shield(self._inflight)
-            except aiomqtt.MqttError as err:
-                if self.connected.is_set() or not backoff.failures:
-                    log.warning("MQTT broker %s unreachable (%s); retrying", self._target.host, err)
-                self.connected.clear()
-            await asyncio.sleep(backoff.next_delay())
+    async def _session(self) -> None:
+        try:
+            async with self._target.client() as client:
+                codes = await client.subscribe(topics.ALL_STATUS, qos=1)
+                if any(_refused(code) for code in codes):
+                    raise aiomqtt.MqttError(f"broker refused subscription to {topics.ALL_STATUS}")
+                self.connected.set()
+                self._backoff.connected()
+                log.info("connected to MQTT broker %s:%d", self._target.host, self._target.port)
+                async for message in client.messages:
+                    payload = message.payload if isinstance(message.payload, bytes) else b""
+                    self._inflight = asyncio.create_task(
+                        self._dispatch(str(message.topic), payload, message.retain),
+                        name="hub-link-dispatch",
+                    )
+                    await asyncio.shield(self._inflight)
+        finally:
+            self.connected.clear()
 
-    async def _dispatch(self, topic: str, payload: bytes) -> None:
+    async def _dispatch(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Handle one message; no error here may end the consumer."""
         try:
             parsed = topics.parse_topic(topic)
             handler = self._handlers.get(parsed.kind)
             if handler is None:
                 log.warning("ignoring message on %s: the hub does not consume this topic", topic)
                 return
-            await handler(parsed.store, payload)
+            await handler(parsed.store, payload, retained)
         except DecodeError as err:
             log.warning("ignoring message on %s: %s", topic, err)
-        except SQLAlchemyError as err:
-            log.warning(
-                "could not record message on %s (database: %s)", topic, err.__class__.__name__
-            )
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("could not record message on %s (database: %s)", topic, err)
+        except Exception:
+            log.exception("could not handle message on %s", topic)
 
-    async def _on_status(self, store: str, payload: bytes) -> None:
+    async def _on_status(self, store: str, payload: bytes, retained: bool) -> None:
         status = decode(Status, payload)
         if status.store is not None and status.store != store:
-            raise DecodeError(
-                "Status", f"store {status.store!r} does not match topic store {store!r}"
-            )
+            raise DecodeError("Status", f"store {status.store!r} does not match topic {store!r}")
         try:
-            await record_status(self._db, store, status)
+            await record_status(self._db, store, status, retained=retained)
         except NotFound:
             if store not in self._unknown_logged and len(self._unknown_logged) < 1000:
                 self._unknown_logged.add(store)
@@ -152,9 +154,6 @@ class BrokerLink:
             self._unknown_logged.discard(store)
 
 
-def _payload_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    if isinstance(payload, str):
-        return payload.encode()
-    return str(payload).encode() if payload is not None else b""
+def _refused(code: int | ReasonCode) -> bool:
+    """True for a SUBACK failure code (0x80 and above), MQTT 3.1.1 or 5."""
+    return code >= 0x80 if isinstance(code, int) else bool(code.is_failure)

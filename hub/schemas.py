@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["Health", "StoreItem", "StoreList", "TokenOut", "TokenRequest", "WhoAmI"]
 
 
+# Control characters (NUL above all: PostgreSQL rejects it) never belong in names or passwords.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -16,8 +20,8 @@ class _Body(BaseModel):
 class TokenRequest(_Body):
     """Sign-in with a user name and password."""
 
-    name: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
+    name: str = Field(min_length=1, max_length=64, pattern=_NO_CONTROL)
+    password: str = Field(min_length=1, max_length=1024, pattern=_NO_CONTROL)
 
 
 class TokenOut(_Body):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 from functools import partial
 from types import TracebackType
 
@@ -18,7 +16,7 @@ from hub.db import Database, migrate
 from hub.link import BrokerLink, MqttTarget
 from hub.stores import check_store_password
 
-__all__ = ["Hub", "run_until_signalled"]
+__all__ = ["Hub"]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +40,16 @@ class Hub:
     @property
     def mqtt_port(self) -> int:
         """Port of the broker the hub uses."""
-        if self.broker is not None:
-            return self.broker.port
-        return self.settings.mqtt.port
+        return self.broker.port if self.broker is not None else self.settings.mqtt.port
 
     def _target(self) -> MqttTarget:
-        mqtt = self.settings.mqtt
         if self.broker is not None:
-            host = "127.0.0.1" if self.broker.host in ("0.0.0.0", "", "::") else self.broker.host  # noqa: S104
+            local = self.broker.host in ("0.0.0.0", "", "::")  # noqa: S104 - comparing, not binding
+            host = "127.0.0.1" if local else self.broker.host
             return MqttTarget(
                 host, self.broker.port, username=HUB_USERNAME, password=self.broker.hub_password
             )
+        mqtt = self.settings.mqtt
         return MqttTarget(
             mqtt.host or "",
             mqtt.port,
@@ -61,7 +58,6 @@ class Hub:
             tls=mqtt.tls,
             ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
             keepalive=mqtt.keepalive,
-            shared_subscription=mqtt.shared_subscription,
         )
 
     async def __aenter__(self) -> Hub:
@@ -91,16 +87,3 @@ class Hub:
         tb: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
-
-
-async def run_until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,13 +10,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 
-from hub.auth import hash_secret, verify_secret
 from hub.db import Database
 from hub.errors import NotFound
 from hub.models import Store
-from protocol import Status, validate_store_id
+from protocol import InvalidStoreId, Status, validate_store_id
 
-__all__ = ["StoreCredentials", "StoreView", "add_store", "list_stores", "record_status"]
+__all__ = [
+    "StoreCredentials",
+    "StoreView",
+    "add_store",
+    "check_store_password",
+    "list_stores",
+    "record_status",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,19 @@ class StoreView:
     epoch: int | None
 
 
+def _mqtt_hash(password: str) -> str:
+    # Store passwords are 192 random bits, so a fast hash is as strong as argon2 here and
+    # keeps a flood of CONNECTs from burning the hub's CPU and memory.
+    return "sha256$" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def _clean_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 100 or not name.isprintable():
+        raise ValueError("store name must be 1-100 printable characters")
+    return name
+
+
 async def add_store(
     db: Database,
     store_id: str,
@@ -49,19 +68,16 @@ async def add_store(
 ) -> StoreCredentials:
     """Register a store (or, with `rotate`, give an existing one a new MQTT password)."""
     store_id = validate_store_id(store_id)
-    name = (name or store_id).strip()
-    if not 1 <= len(name) <= 100:
-        raise ValueError("store name must be 1-100 characters")
+    name = _clean_name(name or store_id)
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as err:
         raise ValueError(f"unknown time zone {timezone!r}") from err
     password = secrets.token_urlsafe(24)
-    password_hash = await asyncio.to_thread(hash_secret, password)
     async with db.session() as session, session.begin():
         store = await session.get(Store, store_id)
         if store is not None and not rotate:
-            raise ValueError(f"store '{store_id}' already exists")
+            raise ValueError(f"store '{store_id}' already exists (use --rotate for a new password)")
         if store is None:
             store = Store(
                 id=store_id,
@@ -71,17 +87,19 @@ async def add_store(
                 created_at=datetime.now(UTC),
             )
             session.add(store)
-        store.mqtt_password_hash = password_hash
+        store.mqtt_password_hash = _mqtt_hash(password)
     return StoreCredentials(store=store_id, username=store_id, password=password)
 
 
 async def check_store_password(db: Database, username: str, password: str) -> bool:
     """True if `username` is a store and `password` its current MQTT password."""
+    try:
+        validate_store_id(username)
+    except InvalidStoreId:
+        return False
     async with db.session() as session:
         stored = await session.scalar(select(Store.mqtt_password_hash).where(Store.id == username))
-    if stored is None:
-        return False
-    return await asyncio.to_thread(verify_secret, stored, password)
+    return stored is not None and secrets.compare_digest(stored, _mqtt_hash(password))
 
 
 async def list_stores(
@@ -110,16 +128,31 @@ async def list_stores(
     ]
 
 
-async def record_status(db: Database, store_id: str, status: Status) -> None:
-    """Store the newest status of a store; raise `NotFound` for an unregistered store."""
+async def record_status(
+    db: Database, store_id: str, status: Status, *, retained: bool = False
+) -> None:
+    """Store the newest status of a store; raise `NotFound` for an unregistered store.
+
+    A retained status replayed by the broker when the hub (re)subscribes is old news: it
+    counts as seen at the time the edge stamped it, never later than now, so a dead edge
+    whose will was lost does not look fresh after every hub reconnect.
+    """
     now = datetime.now(UTC)
+    seen: datetime | None = now
+    if retained:
+        seen = min(status.ts, now) if status.ts is not None else None
     async with db.session() as session, session.begin():
         store = await session.get(Store, store_id)
         if store is None:
             raise NotFound(f"status from unregistered store '{store_id}'")
-        store.online = status.online
         if status.epoch is not None:
             store.epoch = status.epoch
-        if status.online:
-            store.last_seen = now
+        if not status.online:
+            store.online = False
+            return
+        if seen is None:
+            return
+        if store.last_seen is None or seen >= store.last_seen:
+            store.online = True
+            store.last_seen = seen
             store.status = status.model_dump(mode="json")

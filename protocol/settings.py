@@ -10,22 +10,28 @@ from __future__ import annotations
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from protocol.errors import ProtocolError
 
-__all__ = ["ConfigError", "StorelinkSettings", "load_settings"]
+__all__ = ["ConfigError", "LogLevel", "StorelinkSettings", "load_settings"]
 
 _TOML_PATH: ContextVar[Path | None] = ContextVar("_TOML_PATH", default=None)
 S = TypeVar("S", bound="StorelinkSettings")
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+]
 
 
 class ConfigError(ProtocolError):
@@ -80,11 +86,16 @@ def load_settings(cls: type[S], path: Path | str | None = None) -> S:
             tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"configuration file {toml_path} is not valid TOML: {err}") from err
-    source = str(toml_path) if toml_path else "the environment (no --config file given)"
+        except OSError as err:
+            raise ConfigError(f"cannot read configuration file {toml_path}: {err}") from err
+    env = "STORELINK_* environment variables"
+    source = f"{toml_path} or the {env}" if toml_path else f"the {env} (no --config file given)"
     token = _TOML_PATH.set(toml_path)
     try:
         return cls()
     except ValidationError as err:
         raise ConfigError(_describe(err, source)) from err
+    except SettingsError as err:
+        raise ConfigError(f"invalid configuration in {source}: {err}") from err
     finally:
         _TOML_PATH.reset(token)

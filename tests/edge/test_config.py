@@ -22,7 +22,6 @@ def test_file_values_and_env_override(tmp_path, monkeypatch):
         "hub.example",
         1884,
     )
-    assert settings.mqtt_username == "shop-1"
     monkeypatch.setenv("STORELINK_MQTT__PORT", "8883")
     monkeypatch.setenv("STORELINK_CUTOVER_HOUR", "6")
     settings = load_settings(EdgeSettings, path)

@@ -92,5 +92,5 @@ def test_edge_stops_cleanly_while_it_cannot_reach_the_hub(tmp_path):
     took, err = stop(edge, signal.SIGTERM)
     assert took < 5
     assert edge.returncode == 0, err
-    assert "hub broker unreachable" in err
+    assert "unreachable (" in err
     assert not [b for b in _BAD if b in err], err
