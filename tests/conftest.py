@@ -189,10 +189,10 @@ class BrokerSetup:
     hub_env: dict[str, str]
     mosquitto: Mosquitto | None = None
 
-    def register(self, store: str, password: str) -> None:
+    async def register(self, store: str, password: str) -> None:
         """Give a store its MQTT password on the broker (the embedded one reads the hub DB)."""
         if self.mosquitto is not None:
-            self.mosquitto.add_user(store, password)
+            await asyncio.to_thread(self.mosquitto.add_user, store, password)
 
 
 @pytest.fixture(params=["mosquitto", "amqtt"])

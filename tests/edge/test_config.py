@@ -41,6 +41,8 @@ def test_file_values_and_env_override(tmp_path, monkeypatch):
         ),
         ('store = "s"\nstorre = "x"\n[mqtt]\nhost = "h"\n', "storre: unknown setting"),
         ('store = "s"\n', "mqtt: Field required"),
+        ('store = "s"\nlog_level = "verbose"\n[mqtt]\nhost = "h"\n', "log_level: Input should be"),
+        ('store = "s"\n[mqtt]\nhost = "h"\nusername = "other"\n', "mqtt.username: unknown setting"),
     ],
 )
 def test_invalid_file_names_field_and_file(tmp_path, text, expected):
@@ -69,3 +71,15 @@ def test_cli_refuses_bad_config_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mqtt.keepalive" in err
     assert str(path) in err
+
+
+def test_bad_env_value_is_a_config_error_naming_the_environment(tmp_path, monkeypatch):
+    path = _write(tmp_path, 'store = "s"\n[mqtt]\nhost = "h"\n')
+    monkeypatch.setenv("STORELINK_MQTT", "{not json")
+    with pytest.raises(ConfigError, match="STORELINK_"):
+        load_settings(EdgeSettings, path)
+
+
+def test_log_level_is_case_insensitive(tmp_path):
+    path = _write(tmp_path, 'store = "s"\nlog_level = "warning"\n[mqtt]\nhost = "h"\n')
+    assert load_settings(EdgeSettings, path).log_level == "WARNING"

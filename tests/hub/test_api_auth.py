@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -164,3 +165,58 @@ async def test_password_change_revokes_tokens(client, db):
     await auth.set_password(db, "boss", "another horse")
     assert (await client.get("/api/v1/me", headers=_bearer(token))).status == 401
     await _token(client, "boss", "another horse")
+
+
+async def test_parallel_wrong_guesses_cannot_outrun_the_limit(client, db):
+    await auth.add_user(db, "boss", "correct horse", "owner")
+
+    async def guess():
+        resp = await client.post("/api/v1/auth/token", json={"name": "boss", "password": "nope"})
+        return resp.status
+
+    statuses = await asyncio.gather(*(guess() for _ in range(20)))
+    assert statuses.count(401) == 3  # login_max_failures in the fixture
+    assert statuses.count(429) == 17
+
+
+async def test_one_address_spraying_names_is_capped(client, db):
+    statuses = []
+    for i in range(35):
+        resp = await client.post("/api/v1/auth/token", json={"name": f"u{i}", "password": "x"})
+        statuses.append(resp.status)
+    assert statuses[:30] == [401] * 30  # 10 x login_max_failures per address
+    assert set(statuses[30:]) == {429}
+
+
+async def test_control_characters_are_422_on_every_database(client):
+    resp = await client.post("/api/v1/auth/token", json={"name": "boss\u0000", "password": "x"})
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "name"
+
+
+async def test_every_route_but_the_public_ones_needs_a_token(client):
+    public = {
+        ("GET", "/api/v1/health"),
+        ("HEAD", "/api/v1/health"),
+        ("GET", "/api/v1/openapi.json"),
+        ("POST", "/api/v1/auth/token"),
+    }
+    checked = 0
+    for route in client.server.app.router.routes():
+        path = route.resource.canonical if route.resource else ""
+        if (route.method, path) in public:
+            continue
+        resp = await client.request(route.method, path)
+        assert resp.status == 401, (route.method, path)
+        checked += 1
+    assert checked >= 3
+    assert (await client.get("/not-api/anything")).status == 401
+    assert (await client.head("/api/v1/health")).status in {200, 503}
+
+
+async def test_token_response_is_not_cached(client, db):
+    await auth.add_user(db, "boss", "correct horse", "owner")
+    resp = await client.post(
+        "/api/v1/auth/token", json={"name": "boss", "password": "correct horse"}
+    )
+    assert resp.headers["Cache-Control"] == "no-store"

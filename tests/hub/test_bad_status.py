@@ -13,12 +13,13 @@ from protocol import Status, encode, topics
 from tests.conftest import BrokerSetup, hub_settings, running_hub
 
 
-async def test_bad_status_is_logged_once_and_ignored(tmp_path, mosquitto_factory, caplog):
+async def test_bad_status_is_logged_once_and_ignored(
+    tmp_path, database_url, mosquitto_factory, caplog
+):
     mosq = mosquitto_factory(secure=False)
     setup = BrokerSetup("mosquitto", {"mqtt": {"host": "127.0.0.1", "port": mosq.port}})
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
     caplog.set_level(logging.WARNING, logger="hub")
-    async with running_hub(hub_settings(tmp_path, url, setup)) as hub:
+    async with running_hub(hub_settings(tmp_path, database_url, setup)) as hub:
         await add_store(hub.db, "good")
         bad = [
             ("storelink/v1/good/status", b"{not json"),

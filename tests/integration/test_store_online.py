@@ -12,9 +12,14 @@ import time
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
+from edge.config import EdgeSettings
+from edge.daemon import EdgeDaemon
+from hub.models import Store
 from hub.stores import add_store, list_stores
-from tests.conftest import edge_toml, hub_settings, running_hub, spawn
+from protocol import load_settings
+from tests.conftest import BrokerSetup, edge_toml, free_port, hub_settings, running_hub, spawn
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +41,7 @@ async def test_edge_online_then_will_marks_it_offline(tmp_path, database_url, br
     settings = hub_settings(tmp_path, database_url, broker)
     async with running_hub(settings) as hub:
         creds = await add_store(hub.db, "shop-1", "人民路店")
-        broker.register("shop-1", creds.password)
+        await broker.register("shop-1", creds.password)
         config = edge_toml(
             tmp_path / "edge.toml",
             store="shop-1",
@@ -59,13 +64,10 @@ async def test_edge_online_then_will_marks_it_offline(tmp_path, database_url, br
 
 
 async def test_store_goes_online_within_two_seconds_of_edge_start(tmp_path, database_url, broker):
-    from edge.config import EdgeSettings  # noqa: PLC0415
-    from edge.daemon import EdgeDaemon  # noqa: PLC0415
-    from protocol import load_settings  # noqa: PLC0415
 
     async with running_hub(hub_settings(tmp_path, database_url, broker)) as hub:
         creds = await add_store(hub.db, "shop-2")
-        broker.register("shop-2", creds.password)
+        await broker.register("shop-2", creds.password)
         config = edge_toml(
             tmp_path / "edge.toml", store="shop-2", password=creds.password, mqtt_port=hub.mqtt_port
         )
@@ -78,11 +80,9 @@ async def test_store_goes_online_within_two_seconds_of_edge_start(tmp_path, data
         await _wait_for(hub, "shop-2", online=False, timeout=2.0)
 
 
-async def test_edge_and_hub_reconnect_after_mosquitto_restart(tmp_path, mosquitto_factory, caplog):
-    from edge.config import EdgeSettings  # noqa: PLC0415
-    from edge.daemon import EdgeDaemon  # noqa: PLC0415
-    from protocol import load_settings  # noqa: PLC0415
-    from tests.conftest import BrokerSetup  # noqa: PLC0415
+async def test_edge_and_hub_reconnect_after_mosquitto_restart(
+    tmp_path, database_url, mosquitto_factory, caplog
+):
 
     mosq = mosquitto_factory(secure=True)
     setup = BrokerSetup(
@@ -97,10 +97,9 @@ async def test_edge_and_hub_reconnect_after_mosquitto_restart(tmp_path, mosquitt
         },
         mosq,
     )
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    async with running_hub(hub_settings(tmp_path, url, setup)) as hub:
+    async with running_hub(hub_settings(tmp_path, database_url, setup)) as hub:
         creds = await add_store(hub.db, "shop-3")
-        setup.register("shop-3", creds.password)
+        await setup.register("shop-3", creds.password)
         config = edge_toml(
             tmp_path / "edge.toml",
             store="shop-3",
@@ -115,9 +114,6 @@ async def test_edge_and_hub_reconnect_after_mosquitto_restart(tmp_path, mosquitt
                 while edge.link.connected.is_set():
                     await asyncio.sleep(0.05)
             # Forget the last status so "online again" can only come from a new publish.
-            from sqlalchemy import update  # noqa: PLC0415
-
-            from hub.models import Store  # noqa: PLC0415
 
             async with hub.db.session() as session, session.begin():
                 await session.execute(update(Store).values(online=False))
@@ -126,3 +122,36 @@ async def test_edge_and_hub_reconnect_after_mosquitto_restart(tmp_path, mosquitt
             assert edge.link.connected.is_set()
     tracebacks = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
     assert tracebacks == []
+
+
+async def test_edge_reconnects_after_hub_with_embedded_broker_restarts(
+    tmp_path, database_url, caplog
+):
+
+    setup = BrokerSetup("amqtt", {"broker": {"bind": "127.0.0.1", "port": free_port()}})
+    settings = hub_settings(tmp_path, database_url, setup)
+    async with running_hub(settings) as hub:
+        creds = await add_store(hub.db, "shop-4")
+        config = edge_toml(
+            tmp_path / "edge.toml",
+            store="shop-4",
+            password=creds.password,
+            mqtt_port=hub.mqtt_port,
+            backoff_cap=1.0,
+        )
+        edge = EdgeDaemon(load_settings(EdgeSettings, config))
+        await edge.__aenter__()
+        await _wait_for(hub, "shop-4", online=True, timeout=5)
+    try:
+        async with asyncio.timeout(5):
+            while edge.link.connected.is_set():
+                await asyncio.sleep(0.05)
+        async with running_hub(settings) as hub:
+            # Forget the last status so "online again" can only come from a new publish.
+            async with hub.db.session() as session, session.begin():
+                await session.execute(update(Store).values(online=False))
+            await _wait_for(hub, "shop-4", online=True, timeout=10)
+            assert edge.link.connected.is_set()
+    finally:
+        await edge.__aexit__(None, None, None)
+    assert [r for r in caplog.records if r.exc_info] == []
