@@ -13,11 +13,12 @@ from edge.config import EdgeSettings
 from edge.hublink import HubLink
 from edge.journal import Journal
 from protocol import PROBLEM_JSON, Problem
+from protocol.version import SOFTWARE_VERSION
 
 __all__ = ["StatusOut", "make_app"]
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
+VERSION = SOFTWARE_VERSION
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
 JOURNAL = web.AppKey("journal", Journal)

@@ -22,11 +22,12 @@ from hub.openapi import openapi_document
 from hub.schemas import Health, StoreItem, StoreList, TokenOut, TokenRequest, WhoAmI
 from hub.stores import list_stores
 from protocol import PROBLEM_JSON, Problem, validation_problem
+from protocol.version import SOFTWARE_VERSION
 
 __all__ = ["DB", "LINK", "SETTINGS", "make_app"]
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
+VERSION = SOFTWARE_VERSION
 
 DB = web.AppKey("db", Database)
 SETTINGS = web.AppKey("settings", HubSettings)
