@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -58,23 +58,27 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 async def read_body(request: web.Request, model: type[M]) -> M:
     """Parse and validate the JSON body, raising a 4xx problem for anything malformed."""
     if request.content_type != "application/json":
-        raise _ProblemError(415, "Unsupported media type", "send the body as application/json")
+        raise _ProblemError(
+            Problem(title="Unsupported media type", status=415, detail="send application/json")
+        )
     raw = await request.read()
     try:
         return model.model_validate_json(raw)
     except ValidationError as err:
-        if any(e["type"] == "json_invalid" for e in err.errors()):
-            raise _ProblemError(400, "Malformed JSON", str(err.errors()[0]["msg"])) from err
-        prob = validation_problem(err, instance=request.path)
-        raise _ProblemError(prob.status, prob.title, prob.detail, prob.body()) from err
+        first = err.errors()[0]
+        if first["type"] == "json_invalid":
+            raise _ProblemError(
+                Problem(title="Malformed JSON", status=400, detail=str(first["msg"]))
+            ) from err
+        raise _ProblemError(validation_problem(err, instance=request.path)) from err
 
 
 class _ProblemError(Exception):
-    def __init__(
-        self, status: int, title: str, detail: str | None, body: dict[str, Any] | None = None
-    ):
-        super().__init__(detail or title)
-        self.status, self.title, self.detail, self.body = status, title, detail, body
+    """Carries a ready problem from deep in a handler to the middleware."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.detail or problem.title)
+        self.problem = problem
 
 
 @web.middleware
@@ -83,9 +87,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except _ProblemError as err:
-        if err.body is not None:
-            return web.json_response(err.body, status=err.status, content_type=PROBLEM_JSON)
-        return problem(err.status, err.title, err.detail)
+        body = err.problem.body()
+        return web.json_response(body, status=err.problem.status, content_type=PROBLEM_JSON)
     except AuthError as err:
         return problem(401, "Unauthorized", str(err), **{"WWW-Authenticate": "Bearer"})
     except PermissionDenied as err:
