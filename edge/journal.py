@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from edge.errors import JournalCorrupt
+from edge.errors import EdgeError, JournalCorrupt
 
 __all__ = ["Journal", "JournalState"]
 
@@ -78,6 +78,12 @@ class Journal:
                 conn.executescript(
                     f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;"
                 )
+        except sqlite3.OperationalError as err:  # locked, read-only, disk full: not corruption
+            conn.close()
+            raise EdgeError(
+                f"cannot open journal {self.path}: {err}. Is another storelink-edge running, "
+                "or is the disk full or read-only?"
+            ) from err
         except sqlite3.DatabaseError as err:
             conn.close()
             raise JournalCorrupt(str(self.path), str(err)) from err

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from edge.errors import JournalCorrupt
+from edge.errors import EdgeError, JournalCorrupt
 from edge.journal import Journal
 
 
@@ -43,3 +43,18 @@ async def test_garbage_file_is_refused(tmp_path):
     with pytest.raises(JournalCorrupt):
         async with Journal(path):
             pass
+
+
+async def test_locked_journal_is_not_called_corrupt(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("CREATE TABLE placeholder (x)")  # an old, not yet migrated file
+    other.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: blocks readers too
+    try:
+        with pytest.raises(EdgeError, match="another storelink-edge") as info:
+            async with Journal(path):
+                pass
+        assert not isinstance(info.value, JournalCorrupt)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
