@@ -93,9 +93,7 @@ def _openapi() -> dict[str, Any]:
                         "200": {
                             "description": "status",
                             "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/StatusOut"}
-                                }
+                                "application/json": {"schema": {"$ref": "#/components/schemas/StatusOut"}}
                             },
                         }
                     },

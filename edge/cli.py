@@ -19,17 +19,13 @@ __all__ = ["main"]
 def cmd_run(args: argparse.Namespace) -> None:
     """Start the daemon until SIGINT/SIGTERM."""
     settings = load_settings(EdgeSettings, args.config)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(daemon.run(settings))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storelink-edge", description=__doc__)
-    parser.add_argument(
-        "--config", type=Path, help="edge.toml (every setting also from STORELINK_* env)"
-    )
+    parser.add_argument("--config", type=Path, help="edge.toml (every setting also from STORELINK_* env)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the store daemon").set_defaults(func=cmd_run)
     return parser

@@ -23,15 +23,9 @@ class HubMqttSettings(BaseModel):
     password: str | None = None
     tls: bool = False
     ca_file: Path | None = None
-    keepalive: int = Field(
-        30, ge=2, le=3600, description="seconds; the hub sees a dead edge after 1.5x"
-    )
-    status_interval: float = Field(
-        30.0, ge=1, le=600, description="seconds between status heartbeats"
-    )
-    backoff_cap: float = Field(
-        30.0, ge=1, le=600, description="longest wait between reconnect attempts"
-    )
+    keepalive: int = Field(30, ge=2, le=3600, description="seconds; the hub sees a dead edge after 1.5x")
+    status_interval: float = Field(30.0, ge=1, le=600, description="seconds between status heartbeats")
+    backoff_cap: float = Field(30.0, ge=1, le=600, description="longest wait between reconnect attempts")
 
 
 class EdgeSettings(StorelinkSettings):
@@ -53,9 +47,7 @@ class EdgeSettings(StorelinkSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(
-                f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)"
-            ) from err
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)") from err
         return value
 
     @model_validator(mode="after")

@@ -33,9 +33,7 @@ class EdgeDaemon:
         try:
             await self._stack.enter_async_context(self.journal)
             await self._stack.enter_async_context(self.link)
-            runner = web.AppRunner(
-                make_app(self.settings, self.journal, self.link), shutdown_timeout=2
-            )
+            runner = web.AppRunner(make_app(self.settings, self.journal, self.link), shutdown_timeout=2)
             await runner.setup()
             self._stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)

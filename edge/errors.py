@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EdgeError", "JournalCorrupt"]
+__all__ = ["EdgeError", "JournalCorrupt", "TillError"]
 
 
 class EdgeError(Exception):
@@ -19,3 +19,12 @@ class JournalCorrupt(EdgeError):
             f"of it (the restored journal gets a new epoch), then start again."
         )
         self.path = path
+
+
+class TillError(EdgeError):
+    """A till action refused: nothing was written. `status` is the HTTP status to answer."""
+
+    def __init__(self, detail: str, *, status: int = 409):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status

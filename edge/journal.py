@@ -18,8 +18,9 @@ from types import TracebackType
 from typing import TypeVar
 
 from edge.errors import EdgeError, JournalCorrupt
+from protocol import new_id
 
-__all__ = ["Journal", "JournalState"]
+__all__ = ["Journal", "JournalState", "append_event"]
 
 T = TypeVar("T")
 
@@ -35,6 +36,63 @@ _MIGRATIONS: list[str] = [
         type TEXT NOT NULL,
         ts TEXT NOT NULL,
         body TEXT NOT NULL
+    ) STRICT;
+    """,
+    # 2: the till
+    """
+    CREATE TABLE orders (
+        id TEXT PRIMARY KEY,
+        number INTEGER NOT NULL,
+        business_day TEXT NOT NULL,
+        status TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (business_day, number)
+    ) STRICT;
+    CREATE INDEX orders_by_status ON orders (status, business_day);
+    CREATE TABLE day_counters (business_day TEXT PRIMARY KEY, last_number INTEGER NOT NULL) STRICT;
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    ) STRICT;
+    CREATE TABLE pairing_codes (
+        code_hash TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        staff_id TEXT NOT NULL,
+        device_id TEXT NOT NULL REFERENCES devices (id),
+        expires_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE pin_failures (
+        staff_id TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        locked_until TEXT
+    ) STRICT;
+    CREATE TABLE shifts (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        doc TEXT NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX one_open_shift ON shifts (status) WHERE status = 'open';
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        staff_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        order_id TEXT,
+        detail TEXT NOT NULL
     ) STRICT;
     """,
 ]
@@ -56,6 +114,7 @@ class Journal:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._synchronous = "FULL"
 
     async def _call(self, fn: Callable[[], T]) -> T:
         if self._thread is None:
@@ -75,9 +134,7 @@ class Journal:
             conn.execute("PRAGMA foreign_keys=ON")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                conn.executescript(
-                    f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;"
-                )
+                conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
         except sqlite3.OperationalError as err:  # locked, read-only, disk full: not corruption
             conn.close()
             raise EdgeError(
@@ -92,13 +149,39 @@ class Journal:
             raise
         return conn
 
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        conn = self._require()
+        level = "FULL" if durable else "NORMAL"
+        if self._synchronous != level:
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """Run `fn(conn)` in one write transaction on the journal thread; all or nothing.
+
+        `durable=True` commits with `synchronous=FULL` (fsync of the WAL before COMMIT
+        returns): used for everything that closes money, so a paid order survives power
+        loss. Other changes use NORMAL, which WAL keeps safe across a process crash.
+        """
+        return await self._call(lambda: self._transaction(fn, durable))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only `fn(conn)` on the journal thread."""
+        return await self._call(lambda: fn(self._require()))
+
     def _state(self) -> JournalState:
         conn = self._require()
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         pending = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        return JournalState(
-            epoch=meta["epoch"], acked_through=meta["acked_through"], outbox_pending=pending
-        )
+        return JournalState(epoch=meta["epoch"], acked_through=meta["acked_through"], outbox_pending=pending)
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -132,3 +215,19 @@ class Journal:
             self._conn = None
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.shutdown, wait=True)
+
+
+def append_event(conn: sqlite3.Connection, event_type: str, body: str, ts: str) -> int:
+    """Add an event to the outbox inside the caller's transaction; return its seq.
+
+    The seq comes from `meta.next_seq`, a per-store counter that never wraps or reuses a
+    number, even after acknowledged rows are deleted.
+    """
+    seq = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
+    epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+    conn.execute(
+        "INSERT INTO outbox (seq, epoch, event_id, type, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
+        (seq, epoch, str(new_id()), event_type, ts, body),
+    )
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
+    return int(seq)

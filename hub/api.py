@@ -150,9 +150,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document."""
-    return web.json_response(
-        openapi_document(VERSION), dumps=lambda o: json.dumps(o, ensure_ascii=False)
-    )
+    return web.json_response(openapi_document(VERSION), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -196,19 +194,14 @@ async def stores(request: web.Request) -> web.Response:
     stale = timedelta(seconds=request.app[SETTINGS].store_stale_after_s)
     views = await list_stores(request.app[DB], stale_after=stale, only=who.stores)
     items = [
-        StoreItem(id=v.id, name=v.name, online=v.online, last_seen=v.last_seen, epoch=v.epoch)
-        for v in views
+        StoreItem(id=v.id, name=v.name, online=v.online, last_seen=v.last_seen, epoch=v.epoch) for v in views
     ]
     return _json(StoreList(items=items))
 
 
-def make_app(
-    db: Database, settings: HubSettings, link: BrokerLink | None = None
-) -> web.Application:
+def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None) -> web.Application:
     """Build the API; `db` and `link` are created by the caller and shared."""
-    app = web.Application(
-        middlewares=[problem_middleware, auth_middleware], client_max_size=1024**2
-    )
+    app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=1024**2)
     app[DB] = db
     app[SETTINGS] = settings
     app[LIMITER] = auth.LoginLimiter(settings.login_max_failures, settings.login_window_s)

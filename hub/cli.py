@@ -53,9 +53,7 @@ async def _run(settings: HubSettings) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     """Start the hub until SIGINT/SIGTERM."""
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_run(settings))
 
 
@@ -72,9 +70,7 @@ def cmd_store_add(args: argparse.Namespace) -> None:
     """Register a store and print its MQTT credentials (shown once)."""
 
     async def work(db: Database) -> None:
-        creds = await add_store(
-            db, args.store, args.name, timezone=args.timezone, rotate=args.rotate
-        )
+        creds = await add_store(db, args.store, args.name, timezone=args.timezone, rotate=args.rotate)
         print(f"store '{creds.store}' {'has new credentials' if args.rotate else 'added'}.")
         print("MQTT credentials for its edge.toml [mqtt] section (shown only now):")
         print(f'  username = "{creds.username}"\n  password = "{creds.password}"')
@@ -125,9 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """Hub + embedded broker + SQLite + one simulated store, all on this machine."""
     from hub.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The demo is self-contained: a STORELINK_DATABASE_URL or STORELINK_STORE meant for a
     # real deployment must not make it rotate real credentials or rename its store.
     ignored = sorted(k for k in os.environ if k.startswith("STORELINK_"))
@@ -140,9 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storelink-hub", description=__doc__)
-    parser.add_argument(
-        "--config", type=Path, help="hub.toml (every setting also from STORELINK_* env)"
-    )
+    parser.add_argument("--config", type=Path, help="hub.toml (every setting also from STORELINK_* env)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="start the hub").set_defaults(func=cmd_run)
@@ -153,16 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8800, help="hub HTTP port (a free one if taken)")
     demo.set_defaults(func=cmd_demo)
 
-    store = sub.add_parser("store", help="manage stores").add_subparsers(
-        dest="store_cmd", required=True
-    )
+    store = sub.add_parser("store", help="manage stores").add_subparsers(dest="store_cmd", required=True)
     store_add = store.add_parser("add", help="register a store and create its MQTT credentials")
     store_add.add_argument("store", help="store id: a-z, 0-9 and '-', at most 32 characters")
     store_add.add_argument("--name", help="display name, e.g. 人民路店")
     store_add.add_argument("--timezone", default="Asia/Shanghai")
-    store_add.add_argument(
-        "--rotate", action="store_true", help="give an existing store a new password"
-    )
+    store_add.add_argument("--rotate", action="store_true", help="give an existing store a new password")
     store_add.set_defaults(func=cmd_store_add)
 
     user = sub.add_parser("user", help="manage head-office users").add_subparsers(
@@ -172,9 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     user_add.add_argument("name")
     user_add.add_argument("--role", required=True, choices=[r.value for r in auth.Role])
     user_add.add_argument("--stores", help="comma-separated store ids this user may see")
-    user_add.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin"
-    )
+    user_add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     user_add.set_defaults(func=cmd_user_add)
     passwd = user.add_parser("passwd", help="set a user's password (revokes their tokens)")
     passwd.add_argument("name")

@@ -42,9 +42,7 @@ class HubSettings(StorelinkSettings):
     """Everything `storelink-hub` needs; see docs/configuration.md."""
 
     state_dir: Path = Path("storelink-data/hub")
-    database_url: str | None = Field(
-        None, description="SQLAlchemy async URL; default SQLite in state_dir"
-    )
+    database_url: str | None = Field(None, description="SQLAlchemy async URL; default SQLite in state_dir")
     http_host: str = "0.0.0.0"  # noqa: S104 - head office reaches the API over the network
     http_port: int = Field(8800, ge=0, le=65535)
     mqtt: MqttSettings = MqttSettings()

@@ -135,9 +135,7 @@ async def _run(state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None]) 
             exited = asyncio.create_task(edge.wait(), name="demo-edge-exit")
             await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done():
-                print(
-                    f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr
-                )
+                print(f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr)
         finally:
             await _stop(edge)
 

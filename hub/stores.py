@@ -128,9 +128,7 @@ async def list_stores(
     ]
 
 
-async def record_status(
-    db: Database, store_id: str, status: Status, *, retained: bool = False
-) -> None:
+async def record_status(db: Database, store_id: str, status: Status, *, retained: bool = False) -> None:
     """Store the newest status of a store; raise `NotFound` for an unregistered store.
 
     A retained status replayed by the broker when the hub (re)subscribes is old news: it

@@ -62,17 +62,13 @@ def decode(model: type[M], payload: bytes | bytearray | str, *, max_bytes: int =
     elif isinstance(payload, bytes | bytearray | memoryview):
         data = bytes(payload)
     else:
-        raise DecodeError(
-            what, f"payload must be bytes, bytearray or str, not {type(payload).__name__}"
-        )
+        raise DecodeError(what, f"payload must be bytes, bytearray or str, not {type(payload).__name__}")
     if len(data) > max_bytes:
         raise DecodeError(what, f"payload is {len(data)} bytes, the limit is {max_bytes}")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DecodeError(
-            what, f"payload is not valid UTF-8 (byte {err.start}: {err.reason})"
-        ) from err
+        raise DecodeError(what, f"payload is not valid UTF-8 (byte {err.start}: {err.reason})") from err
     try:
         return model.model_validate_json(data)
     except ValidationError as err:

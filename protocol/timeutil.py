@@ -37,8 +37,7 @@ def to_utc(ts: datetime) -> datetime:
         raise TypeError(f"expected a datetime, not {type(ts).__name__}")
     if _is_naive(ts):
         raise ValueError(
-            f"timestamp {ts.isoformat()} has no time zone: send UTC with a 'Z' suffix"
-            " or an explicit offset"
+            f"timestamp {ts.isoformat()} has no time zone: send UTC with a 'Z' suffix or an explicit offset"
         )
     try:
         return ts.astimezone(UTC)
@@ -61,14 +60,10 @@ def _zone(tz: ZoneInfo | str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as err:
-        raise ValueError(
-            f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'"
-        ) from err
+        raise ValueError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from err
 
 
-def business_day(
-    ts: datetime, tz: ZoneInfo | str, cutover_hour: int = DEFAULT_CUTOVER_HOUR
-) -> date:
+def business_day(ts: datetime, tz: ZoneInfo | str, cutover_hour: int = DEFAULT_CUTOVER_HOUR) -> date:
     """Return the store's business day of ts; before cutover_hour it is still yesterday."""
     if not isinstance(ts, datetime):
         raise TypeError(f"ts must be a datetime, not {type(ts).__name__}")

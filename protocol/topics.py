@@ -207,6 +207,5 @@ def parse_topic(topic: str) -> Topic:
         raise DecodeError("topic", f"{topic!r}: down/snapshot needs a kind level")
     raise DecodeError(
         "topic",
-        f"{topic!r}: unknown topic {path!r} under the store; expected one of"
-        f" {', '.join(_KINDS_BY_PATH)}",
+        f"{topic!r}: unknown topic {path!r} under the store; expected one of {', '.join(_KINDS_BY_PATH)}",
     )

@@ -263,9 +263,7 @@ def spawn(module: str, config: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def stop(
-    proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 5.0
-) -> tuple[float, str]:
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[float, str]:
     """Signal a spawned process; return how long it took to exit and its stderr."""
     start = time.monotonic()
     proc.send_signal(sig)

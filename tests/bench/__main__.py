@@ -110,9 +110,7 @@ async def bench_record_status(tmp: Path, n: int) -> Row:
     )
 
 
-async def _deliveries(
-    port: int, n: int, *, auth: tuple[str, str] | None, topic: str
-) -> list[float]:
+async def _deliveries(port: int, n: int, *, auth: tuple[str, str] | None, topic: str) -> list[float]:
     """Publish (QoS 1) from one client until a second client has received the message."""
     user, password = auth or (None, None)
     async with (
@@ -147,16 +145,12 @@ async def bench_status_to_hub(tmp: Path, n: int) -> Row:
         baseline = await _deliveries(
             port, n, auth=("shop-1", creds.password), topic="storelink/v1/shop-1/up/echo"
         )
-        async with aiomqtt.Client(
-            "127.0.0.1", port, username="shop-1", password=creds.password
-        ) as edge:
+        async with aiomqtt.Client("127.0.0.1", port, username="shop-1", password=creds.password) as edge:
             ours = []
             for i in range(n):
                 online = i % 2 == 0
                 start = time.perf_counter()
-                await edge.publish(
-                    topics.status("shop-1"), encode(Status(online=online, epoch=1)), qos=1
-                )
+                await edge.publish(topics.status("shop-1"), encode(Status(online=online, epoch=1)), qos=1)
                 while (await list_stores(hub.db, stale_after=stale))[0].online != online:
                     await asyncio.sleep(0.0005)
                 ours.append(time.perf_counter() - start)

@@ -17,7 +17,7 @@ async def test_new_journal_starts_at_epoch_one_with_empty_outbox(tmp_path):
     assert (state.epoch, state.acked_through, state.outbox_pending) == (1, 0, 0)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
     async with Journal(path) as journal:  # reopening does not re-run migrations
         assert (await journal.state()).epoch == 1

@@ -110,9 +110,7 @@ async def test_wrong_password_is_rate_limited(client, db):
     for _ in range(3):
         resp = await client.post("/api/v1/auth/token", json={"name": "boss", "password": "guess"})
         assert resp.status == 401
-    resp = await client.post(
-        "/api/v1/auth/token", json={"name": "boss", "password": "correct horse"}
-    )
+    resp = await client.post("/api/v1/auth/token", json={"name": "boss", "password": "correct horse"})
     assert resp.status == 429
     assert int(resp.headers["Retry-After"]) > 0
     assert resp.content_type == "application/problem+json"
@@ -129,9 +127,7 @@ async def test_expired_and_revoked_tokens_are_refused(client, db):
 
     token = await _token(client, "boss", "correct horse")
     async with db.session() as session, session.begin():
-        await session.execute(
-            update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        await session.execute(update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     resp = await client.get("/api/v1/stores", headers=_bearer(token))
     assert resp.status == 401
     assert "expired" in (await resp.json())["detail"]
@@ -148,9 +144,7 @@ async def test_expired_and_revoked_tokens_are_refused(client, db):
     ],
 )
 async def test_malformed_sign_in_gets_4xx_with_a_reason(client, body, content_type, status):
-    resp = await client.post(
-        "/api/v1/auth/token", data=body, headers={"Content-Type": content_type}
-    )
+    resp = await client.post("/api/v1/auth/token", data=body, headers={"Content-Type": content_type})
     assert resp.status == status
     problem = await resp.json()
     assert problem["status"] == status
@@ -216,7 +210,5 @@ async def test_every_route_but_the_public_ones_needs_a_token(client):
 
 async def test_token_response_is_not_cached(client, db):
     await auth.add_user(db, "boss", "correct horse", "owner")
-    resp = await client.post(
-        "/api/v1/auth/token", json={"name": "boss", "password": "correct horse"}
-    )
+    resp = await client.post("/api/v1/auth/token", json={"name": "boss", "password": "correct horse"})
     assert resp.headers["Cache-Control"] == "no-store"

@@ -13,9 +13,7 @@ from protocol import Status, encode, topics
 from tests.conftest import BrokerSetup, hub_settings, running_hub
 
 
-async def test_bad_status_is_logged_once_and_ignored(
-    tmp_path, database_url, mosquitto_factory, caplog
-):
+async def test_bad_status_is_logged_once_and_ignored(tmp_path, database_url, mosquitto_factory, caplog):
     mosq = mosquitto_factory(secure=False)
     setup = BrokerSetup("mosquitto", {"mqtt": {"host": "127.0.0.1", "port": mosq.port}})
     caplog.set_level(logging.WARNING, logger="hub")
@@ -34,9 +32,7 @@ async def test_bad_status_is_logged_once_and_ignored(
             good = Status(online=True, store="good", epoch=1)
             await client.publish(topics.status("good"), encode(good), qos=1)
         async with asyncio.timeout(5):
-            while not any(
-                v.online for v in await list_stores(hub.db, stale_after=timedelta(minutes=1))
-            ):
+            while not any(v.online for v in await list_stores(hub.db, stale_after=timedelta(minutes=1))):
                 await asyncio.sleep(0.05)
         assert hub.link.connected.is_set()
     ignored = [r for r in caplog.records if r.getMessage().startswith("ignoring message on")]

@@ -32,6 +32,4 @@ def test_defaults_need_no_file(monkeypatch, tmp_path):
     monkeypatch.setenv("STORELINK_STATE_DIR", str(tmp_path))
     settings = load_settings(HubSettings)
     assert settings.embedded_broker
-    assert (
-        settings.resolved_database_url() == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'hub.db'}"
-    )
+    assert settings.resolved_database_url() == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'hub.db'}"

@@ -49,9 +49,7 @@ async def test_offline_will_keeps_last_seen(db):
     assert (view.online, view.last_seen, view.epoch) == (False, seen, 2)
 
 
-async def test_link_survives_database_and_unexpected_errors(
-    db, mosquitto_factory, monkeypatch, caplog
-):
+async def test_link_survives_database_and_unexpected_errors(db, mosquitto_factory, monkeypatch, caplog):
     mosq = mosquitto_factory(secure=False)
     failures = [ConnectionRefusedError("database down"), RuntimeError("bug")]
     real = link_module.record_status

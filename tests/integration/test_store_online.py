@@ -124,9 +124,7 @@ async def test_edge_and_hub_reconnect_after_mosquitto_restart(
     assert tracebacks == []
 
 
-async def test_edge_reconnects_after_hub_with_embedded_broker_restarts(
-    tmp_path, database_url, caplog
-):
+async def test_edge_reconnects_after_hub_with_embedded_broker_restarts(tmp_path, database_url, caplog):
 
     setup = BrokerSetup("amqtt", {"broker": {"bind": "127.0.0.1", "port": free_port()}})
     settings = hub_settings(tmp_path, database_url, setup)

@@ -280,9 +280,7 @@ def test_event_batch_gaps_are_rejected() -> None:
 
 def test_rpc_reply_outcome_rules() -> None:
     rid = str(uuid.uuid4())
-    assert "must not carry an error" in _reason(
-        RpcReply, json.dumps({"id": rid, "ok": True, "error": "x"})
-    )
+    assert "must not carry an error" in _reason(RpcReply, json.dumps({"id": rid, "ok": True, "error": "x"}))
     assert "must carry a non-empty error" in _reason(RpcReply, json.dumps({"id": rid, "ok": False}))
     assert "must carry a non-empty error" in _reason(
         RpcReply, json.dumps({"id": rid, "ok": False, "error": ""})

@@ -151,8 +151,7 @@ def test_invalid_store_id_message_and_hierarchy() -> None:
     with pytest.raises(InvalidStoreId) as info:
         validate_store_id("Foo!")
     assert str(info.value) == (
-        "invalid store id 'Foo!': use 1-32 characters a-z, 0-9 and '-',"
-        " starting with a letter or digit"
+        "invalid store id 'Foo!': use 1-32 characters a-z, 0-9 and '-', starting with a letter or digit"
     )
     assert isinstance(info.value, ProtocolError)
     assert isinstance(info.value, ValueError)

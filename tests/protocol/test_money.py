@@ -52,9 +52,7 @@ def test_round_half_up_examples(numerator: int, denominator: int, expected: int)
 
 @given(st.integers(), st.integers(min_value=1, max_value=10**12))
 def test_round_half_up_matches_fraction_reference(numerator: int, denominator: int) -> None:
-    assert round_half_up(numerator, denominator) == _reference_round(
-        Fraction(numerator, denominator)
-    )
+    assert round_half_up(numerator, denominator) == _reference_round(Fraction(numerator, denominator))
 
 
 @given(st.integers(), st.integers(min_value=1, max_value=10**6))

@@ -40,13 +40,9 @@ def test_business_day_cutover_in_shanghai(local: datetime, expected: date) -> No
 
 def test_business_day_converts_utc_input_to_store_time() -> None:
     # 17:30 UTC on the 23rd is 01:30 on the 24th in Shanghai: still the 23rd's business day.
-    assert business_day(datetime(2026, 11, 23, 17, 30, tzinfo=UTC), "Asia/Shanghai") == date(
-        2026, 11, 23
-    )
+    assert business_day(datetime(2026, 11, 23, 17, 30, tzinfo=UTC), "Asia/Shanghai") == date(2026, 11, 23)
     # 20:00 UTC on the 23rd is 04:00 on the 24th in Shanghai: a new business day.
-    assert business_day(datetime(2026, 11, 23, 20, 0, tzinfo=UTC), "Asia/Shanghai") == date(
-        2026, 11, 24
-    )
+    assert business_day(datetime(2026, 11, 23, 20, 0, tzinfo=UTC), "Asia/Shanghai") == date(2026, 11, 24)
     # The same instant in UTC's own calendar would be a different day.
     assert business_day(datetime(2026, 11, 23, 20, 0, tzinfo=UTC), "UTC") == date(2026, 11, 23)
 
@@ -56,12 +52,8 @@ def test_business_day_other_offsets_and_cutovers() -> None:
     ts = datetime(2026, 11, 23, 23, 30, tzinfo=plus_two)  # 05:30 on the 24th in Shanghai
     assert business_day(ts, SHANGHAI) == date(2026, 11, 24)
     assert business_day(ts, SHANGHAI, cutover_hour=6) == date(2026, 11, 23)
-    assert business_day(datetime(2026, 11, 24, 0, 0, tzinfo=SHANGHAI), SHANGHAI, 0) == date(
-        2026, 11, 24
-    )
-    assert business_day(datetime(2026, 11, 24, 22, 59, tzinfo=SHANGHAI), SHANGHAI, 23) == date(
-        2026, 11, 23
-    )
+    assert business_day(datetime(2026, 11, 24, 0, 0, tzinfo=SHANGHAI), SHANGHAI, 0) == date(2026, 11, 24)
+    assert business_day(datetime(2026, 11, 24, 22, 59, tzinfo=SHANGHAI), SHANGHAI, 23) == date(2026, 11, 23)
 
 
 def test_business_day_across_daylight_saving_change() -> None:

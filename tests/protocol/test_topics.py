@@ -27,9 +27,7 @@ _BUILDERS: list[tuple[Callable[[str], str], str, TopicKind]] = [
 
 
 @pytest.mark.parametrize(("builder", "expected", "kind"), _BUILDERS)
-def test_builders_and_round_trip(
-    builder: Callable[[str], str], expected: str, kind: TopicKind
-) -> None:
+def test_builders_and_round_trip(builder: Callable[[str], str], expected: str, kind: TopicKind) -> None:
     assert builder("s1") == expected
     parsed = parse_topic(expected)
     assert parsed == Topic("s1", kind)
@@ -159,9 +157,7 @@ def test_parse_topic_rejects(topic: str, reason: str) -> None:
 def test_parse_topic_bad_store_reason_carries_the_store_id_message() -> None:
     with pytest.raises(DecodeError) as info:
         parse_topic("storelink/v1/Foo!/status")
-    assert "use 1-32 characters a-z, 0-9 and '-', starting with a letter or digit" in (
-        info.value.reason
-    )
+    assert "use 1-32 characters a-z, 0-9 and '-', starting with a letter or digit" in (info.value.reason)
 
 
 @pytest.mark.parametrize("topic", [None, b"storelink/v1/s1/status", 5])
@@ -174,9 +170,7 @@ _stores = st.from_regex(STORE_ID_PATTERN, fullmatch=True)
 
 
 @given(_stores, st.sampled_from(_BUILDERS))
-def test_parse_inverts_every_builder(
-    store: str, case: tuple[Callable[[str], str], str, TopicKind]
-) -> None:
+def test_parse_inverts_every_builder(store: str, case: tuple[Callable[[str], str], str, TopicKind]) -> None:
     builder, _, kind = case
     assert parse_topic(builder(store)) == Topic(store, kind)
 

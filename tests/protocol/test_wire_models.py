@@ -67,9 +67,7 @@ def test_event_field_rules(field: str, value: Any) -> None:
 
 def test_event_requires_aware_ts_and_normalises_to_utc() -> None:
     plus8 = timezone(timedelta(hours=8))
-    event = Event(
-        id=uuid.uuid4(), seq=1, type="t", ts=datetime(2026, 11, 24, 1, 30, tzinfo=plus8), body={}
-    )
+    event = Event(id=uuid.uuid4(), seq=1, type="t", ts=datetime(2026, 11, 24, 1, 30, tzinfo=plus8), body={})
     assert event.ts == datetime(2026, 11, 23, 17, 30, tzinfo=UTC)
     assert event.ts.tzinfo is UTC
     with pytest.raises(ValidationError, match="no time zone"):
