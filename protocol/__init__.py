@@ -2,6 +2,16 @@
 
 from protocol import topics
 from protocol.backoff import Backoff
+from protocol.barcodes import (
+    BarcodeError,
+    ScaleBarcode,
+    ScaleLayout,
+    gtin_check_digit,
+    is_valid_gtin,
+    make_scale_barcode,
+    normalize_barcode,
+    parse_scale_barcode,
+)
 from protocol.codec import MAX_PAYLOAD, decode, encode
 from protocol.errors import DecodeError, InvalidSnapshotKind, InvalidStoreId, ProtocolError
 from protocol.ids import STORE_ID_PATTERN, StoreId, id_timestamp, new_id, validate_store_id
@@ -34,6 +44,16 @@ from protocol.money import (
     parse_yuan,
     round_half_up,
 )
+from protocol.pricing import (
+    MAX_QUANTITY,
+    PricedCart,
+    PricedLine,
+    PriceLine,
+    Quantity,
+    line_refund_fen,
+    price_cart,
+    refund_split,
+)
 from protocol.problem import PROBLEM_JSON, FieldError, Problem, validation_problem
 from protocol.settings import ConfigError, StorelinkSettings, load_settings
 from protocol.timeutil import UtcDatetime, business_day, utcnow
@@ -41,10 +61,12 @@ from protocol.topics import SnapshotKind, Topic, TopicKind, parse_topic
 
 __all__ = [
     "MAX_PAYLOAD",
+    "MAX_QUANTITY",
     "PROBLEM_JSON",
     "STORE_ID_PATTERN",
     "Ack",
     "Backoff",
+    "BarcodeError",
     "Command",
     "CommandResult",
     "ConfigError",
@@ -60,11 +82,17 @@ __all__ = [
     "InvalidSnapshotKind",
     "InvalidStoreId",
     "JsonObject",
+    "PriceLine",
+    "PricedCart",
+    "PricedLine",
     "Problem",
     "ProtocolError",
+    "Quantity",
     "Resend",
     "RpcReply",
     "RpcRequest",
+    "ScaleBarcode",
+    "ScaleLayout",
     "Seq",
     "Snapshot",
     "SnapshotKind",
@@ -81,13 +109,21 @@ __all__ = [
     "decode",
     "encode",
     "format_yuan",
+    "gtin_check_digit",
     "id_timestamp",
+    "is_valid_gtin",
+    "line_refund_fen",
     "load_settings",
+    "make_scale_barcode",
     "mul_fraction",
     "new_id",
+    "normalize_barcode",
     "offline_will",
+    "parse_scale_barcode",
     "parse_topic",
     "parse_yuan",
+    "price_cart",
+    "refund_split",
     "round_half_up",
     "topics",
     "utcnow",

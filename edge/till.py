@@ -1,0 +1,505 @@
+"""The till: every order, payment, refund and shift action as one journal transaction.
+
+A command looks up what it needs in memory (catalog, staff) on the event loop, then runs
+one transaction on the journal thread that loads the order, applies a pure rule from
+`edge.orders`, saves the order, appends outbox events and stores the reply under the
+request's idempotency key. A refused command raises `TillError` inside the transaction,
+so it rolls back and nothing is written. A retried request with the same key gets the
+stored reply and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+
+from edge.access import StaffMember
+from edge.config import EdgeSettings
+from edge.errors import TillError
+from edge.events import Event, EventBus
+from edge.journal import Journal, append_event
+from edge.orders import (
+    Order,
+    OrderLine,
+    TenderMethod,
+    add_line,
+    apply_payment,
+    check_qty,
+    plan_refund,
+    reprice,
+)
+from protocol import UtcDatetime, business_day, new_id
+
+__all__ = ["Idempotency", "Reply", "Shift", "Till"]
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A request's `Idempotency-Key` (scoped to the device) and a hash of the request."""
+
+    key: str
+    request_hash: str
+
+    @classmethod
+    def of(cls, device_id: str, key: str, method: str, path: str, body: bytes) -> Idempotency:
+        """Scope the key to the device and fingerprint the request it came with."""
+        digest = hashlib.sha256(f"{method} {path}\n".encode() + body).hexdigest()
+        return cls(key=f"{device_id}:{key}", request_hash=digest)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the API answers: HTTP status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class Shift(BaseModel):
+    """A cash drawer shift (交班): float, per-tender takings, counted cash at close."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    status: Literal["open", "closed"] = "open"
+    opened_at: UtcDatetime
+    opened_by: str
+    float_fen: int
+    sales: dict[str, int] = {}
+    refunds: dict[str, int] = {}
+    orders: int = 0
+    closed_at: UtcDatetime | None = None
+    closed_by: str | None = None
+    counted_cash_fen: int | None = None
+
+    @property
+    def expected_cash_fen(self) -> int:
+        """Float plus cash taken minus cash given back."""
+        return self.float_fen + self.sales.get("cash", 0) - self.refunds.get("cash", 0)
+
+    def view(self) -> dict[str, Any]:
+        """JSON for the API, with the derived expected cash and difference."""
+        body = self.model_dump(mode="json")
+        body["expected_cash_fen"] = self.expected_cash_fen
+        if self.counted_cash_fen is not None:
+            body["difference_fen"] = self.counted_cash_fen - self.expected_cash_fen
+        return body
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load_order(conn: sqlite3.Connection, order_id: str) -> Order:
+    row = conn.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
+    if row is None:
+        raise TillError(f"no order {order_id}", status=404)
+    return Order.model_validate_json(row[0])
+
+
+def _save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> None:
+    conn.execute(
+        "INSERT INTO orders (id, number, business_day, status, doc, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
+        " updated_at = excluded.updated_at",
+        (
+            order.id,
+            order.number,
+            order.business_day.isoformat(),
+            order.status,
+            order.model_dump_json(),
+            now.isoformat(),
+        ),
+    )
+
+
+def _open_shift(conn: sqlite3.Connection) -> Shift | None:
+    row = conn.execute("SELECT doc FROM shifts WHERE status = 'open'").fetchone()
+    return Shift.model_validate_json(row[0]) if row else None
+
+
+def _save_shift(conn: sqlite3.Connection, shift: Shift) -> None:
+    conn.execute(
+        "INSERT INTO shifts (id, status, doc) VALUES (?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+        (shift.id, shift.status, shift.model_dump_json()),
+    )
+
+
+def _audit(
+    conn: sqlite3.Connection, staff: StaffMember, action: str, order_id: str | None, detail: str
+) -> None:
+    conn.execute(
+        "INSERT INTO audit (ts, staff_id, action, order_id, detail) VALUES (?, ?, ?, ?, ?)",
+        (_now().isoformat(), staff.id, action, order_id, detail),
+    )
+
+
+def _add(totals: dict[str, int], key: str, amount: int) -> dict[str, int]:
+    return {**totals, key: totals.get(key, 0) + amount}
+
+
+class Till:
+    """Order, payment, refund and shift commands over the journal."""
+
+    def __init__(self, settings: EdgeSettings, journal: Journal, bus: EventBus):
+        self._settings = settings
+        self._journal = journal
+        self._bus = bus
+        self._zone = ZoneInfo(settings.timezone)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _run(
+        self,
+        work: Callable[[sqlite3.Connection], Reply],
+        idem: Idempotency | None,
+        *,
+        durable: bool = False,
+    ) -> Reply:
+        def tx(conn: sqlite3.Connection) -> tuple[Reply, bool]:
+            if idem is not None:
+                row = conn.execute(
+                    "SELECT request_hash, status, response FROM idempotency WHERE key = ?", (idem.key,)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != idem.request_hash:
+                        raise TillError(
+                            "this Idempotency-Key was already used for a different request", status=422
+                        )
+                    return Reply(row[1], json.loads(row[2])), True
+            reply = work(conn)
+            if idem is not None:
+                conn.execute(
+                    "INSERT INTO idempotency (key, request_hash, status, response, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (idem.key, idem.request_hash, reply.status, json.dumps(reply.body), _now().isoformat()),
+                )
+            return reply, False
+
+        reply, replayed = await self._journal.transaction(tx, durable=durable)
+        if not replayed and "order" in reply.body:
+            order = reply.body["order"]
+            self._bus.publish(Event("order.updated", order, order_id=order["id"]))
+        return reply
+
+    async def _change(
+        self,
+        order_id: str,
+        rule: Callable[[sqlite3.Connection, Order, datetime], Order],
+        idem: Idempotency | None,
+        *,
+        after: Callable[[sqlite3.Connection, Order, Order, datetime], None] | None = None,
+        status: int = 200,
+        durable: bool = False,
+    ) -> Reply:
+        def work(conn: sqlite3.Connection) -> Reply:
+            now = _now()
+            before = _load_order(conn, order_id)
+            order = rule(conn, before, now).model_copy(update={"version": before.version + 1})
+            _save_order(conn, order, now)
+            if after is not None:
+                after(conn, before, order, now)
+            return Reply(status, {"order": order.model_dump(mode="json")})
+
+        return await self._run(work, idem, durable=durable)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_order(self, order_id: str) -> Order:
+        """One order (404 `TillError` if unknown)."""
+        return await self._journal.read(lambda conn: _load_order(conn, order_id))
+
+    async def list_orders(self, status: str | None, limit: int = 50) -> list[Order]:
+        """Newest orders first, optionally by status."""
+
+        def work(conn: sqlite3.Connection) -> list[Order]:
+            if status is None:
+                rows = conn.execute(
+                    "SELECT doc FROM orders ORDER BY business_day DESC, number DESC LIMIT ?", (limit,)
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT doc FROM orders WHERE status = ? ORDER BY business_day DESC, number DESC LIMIT ?",
+                    (status, limit),
+                )
+            return [Order.model_validate_json(r[0]) for r in rows]
+
+        return await self._journal.read(work)
+
+    async def current_shift(self) -> Shift | None:
+        """The open shift, if any."""
+        return await self._journal.read(_open_shift)
+
+    # ------------------------------------------------------------------ orders
+
+    async def open_order(
+        self, staff: StaffMember, *, note: str = "", member_id: str | None = None, idem: Idempotency | None
+    ) -> Reply:
+        """Open an order numbered per business day (store time zone and cut-over hour)."""
+        now = _now()
+        day = business_day(now, self._zone, self._settings.cutover_hour)
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            number = conn.execute(
+                "INSERT INTO day_counters (business_day, last_number) VALUES (?, 1)"
+                " ON CONFLICT (business_day) DO UPDATE SET last_number = last_number + 1"
+                " RETURNING last_number",
+                (day.isoformat(),),
+            ).fetchone()[0]
+            order = Order(
+                id=str(new_id()),
+                store=self._settings.store,
+                number=number,
+                business_day=day,
+                opened_at=now,
+                opened_by=staff.id,
+                note=note,
+                member_id=member_id,
+            )
+            _save_order(conn, order, now)
+            return Reply(201, {"order": order.model_dump(mode="json")})
+
+        return await self._run(work, idem)
+
+    async def add_line(self, order_id: str, line: OrderLine, idem: Idempotency | None) -> Reply:
+        """Add a priced line (built by the caller from the catalog)."""
+        return await self._change(
+            order_id, lambda _conn, order, _now: add_line(order, line), idem, status=201
+        )
+
+    async def update_line(
+        self,
+        order_id: str,
+        line_id: str,
+        staff: StaffMember,
+        *,
+        qty: Fraction | None = None,
+        note: str | None = None,
+        override_price_fen: int | None = None,
+        reason: str | None = None,
+        idem: Idempotency | None,
+    ) -> Reply:
+        """Change a line's quantity, note or (with permission, audited) its unit price."""
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            order.require_editable()
+            line = order.line(line_id)
+            changes: dict[str, Any] = {}
+            if qty is not None:
+                if line.label_price_fen is not None:
+                    raise TillError("a weighed label's quantity cannot change; scan it again", status=422)
+                changes["qty"] = check_qty(qty)
+            if note is not None:
+                changes["note"] = note
+            if override_price_fen is not None:
+                changes["override_price_fen"] = override_price_fen
+                changes["override_by"] = staff.id
+            updated = line.model_copy(update=changes)
+            lines = [updated if x.line_id == line_id else x for x in order.lines]
+            return reprice(order.model_copy(update={"lines": lines}))
+
+        def audit(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+            if override_price_fen is not None:
+                old = before.line(line_id).unit_price_fen
+                _audit(
+                    conn,
+                    staff,
+                    "price.override",
+                    order_id,
+                    f"line {line_id}: {old} -> {override_price_fen} fen; reason: {reason}",
+                )
+
+        return await self._change(order_id, rule, idem, after=audit)
+
+    async def remove_line(self, order_id: str, line_id: str, idem: Idempotency | None) -> Reply:
+        """Remove a line from an open order."""
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            order.require_editable()
+            order.line(line_id)
+            return reprice(
+                order.model_copy(update={"lines": [x for x in order.lines if x.line_id != line_id]})
+            )
+
+        return await self._change(order_id, rule, idem)
+
+    async def annotate(
+        self, order_id: str, *, note: str | None, member_id: str | None, idem: Idempotency | None
+    ) -> Reply:
+        """Set the order note or attach a member."""
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            if order.status not in ("open", "held"):
+                raise TillError(f"order {order.number:04d} is {order.status}; it cannot be changed")
+            changes: dict[str, Any] = {}
+            if note is not None:
+                changes["note"] = note
+            if member_id is not None:
+                changes["member_id"] = member_id
+            return order.model_copy(update=changes)
+
+        return await self._change(order_id, rule, idem)
+
+    async def hold(self, order_id: str, hold: bool, idem: Idempotency | None) -> Reply:
+        """Park an order (挂单) or take it back."""
+        want_from, want_to = ("open", "held") if hold else ("held", "open")
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            if order.status != want_from:
+                raise TillError(f"order {order.number:04d} is {order.status}, not {want_from}")
+            if hold and order.tenders:
+                raise TillError(f"order {order.number:04d} is partly paid; finish or refund it first")
+            return order.model_copy(update={"status": want_to})
+
+        return await self._change(order_id, rule, idem)
+
+    async def void(self, order_id: str, staff: StaffMember, reason: str, idem: Idempotency | None) -> Reply:
+        """Void an unpaid order, with a reason; reported to the hub."""
+        if not reason.strip():
+            raise TillError("voiding needs a reason", status=422)
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            if order.status not in ("open", "held"):
+                raise TillError(f"order {order.number:04d} is {order.status}; only unpaid orders are voided")
+            if order.tenders:
+                raise TillError(f"order {order.number:04d} has payments; refund them instead of voiding")
+            return order.model_copy(update={"status": "voided", "void_reason": reason, "voided_by": staff.id})
+
+        def report(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+            _audit(conn, staff, "order.void", order_id, reason)
+            append_event(conn, "order.voided", order.model_dump_json(), now.isoformat())
+
+        return await self._change(order_id, rule, idem, after=report, durable=True)
+
+    # ------------------------------------------------------------------ money
+
+    async def pay(
+        self,
+        order_id: str,
+        staff: StaffMember,
+        *,
+        method: TenderMethod,
+        amount_fen: int,
+        reference: str | None,
+        idem: Idempotency | None,
+    ) -> Reply:
+        """Apply a tender; the order closes, durably and with its outbox event, when fully paid."""
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            shift = self._require_shift(conn)
+            paid = apply_payment(
+                order, method=method, amount_fen=amount_fen, reference=reference, staff_id=staff.id, now=now
+            )
+            return paid.model_copy(update={"shift_id": shift.id}) if paid.status == "paid" else paid
+
+        def after(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+            tender = order.tenders[-1]
+            shift = self._require_shift(conn)
+            shift = shift.model_copy(update={"sales": _add(shift.sales, tender.method, tender.amount_fen)})
+            if order.status == "paid":
+                shift = shift.model_copy(update={"orders": shift.orders + 1})
+                append_event(conn, "order.paid", order.model_dump_json(), now.isoformat())
+            _save_shift(conn, shift)
+
+        return await self._change(order_id, rule, idem, after=after, status=201, durable=True)
+
+    @staticmethod
+    def _require_shift(conn: sqlite3.Connection) -> Shift:
+        shift = _open_shift(conn)
+        if shift is None:
+            raise TillError("no shift is open; open one (POST /api/v1/shifts) before taking money")
+        return shift
+
+    async def refund(
+        self,
+        order_id: str,
+        staff: StaffMember,
+        *,
+        lines: list[tuple[str, Fraction]] | None,
+        reason: str,
+        idem: Idempotency | None,
+    ) -> Reply:
+        """Refund chosen lines/quantities, or all that is left, to the original tenders."""
+        refund_id = str(new_id())
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            shift = self._require_shift(conn)
+            now = _now()
+            before = _load_order(conn, order_id)
+            order = plan_refund(before, lines, refund_id=refund_id, reason=reason, staff_id=staff.id, now=now)
+            order = order.model_copy(update={"version": before.version + 1})
+            _save_order(conn, order, now)
+            refund = order.refunds[-1]
+            refunds = shift.refunds
+            for index, amount in refund.tenders.items():
+                refunds = _add(refunds, order.tenders[index].method, amount)
+            _save_shift(conn, shift.model_copy(update={"refunds": refunds}))
+            _audit(conn, staff, "order.refund", order_id, f"{refund.total_fen} fen: {reason}")
+            event = {"order_id": order.id, "store": order.store, "refund": refund.model_dump(mode="json")}
+            append_event(conn, "order.refunded", json.dumps(event), now.isoformat())
+            return Reply(
+                201, {"order": order.model_dump(mode="json"), "refund": refund.model_dump(mode="json")}
+            )
+
+        return await self._run(work, idem, durable=True)
+
+    # ------------------------------------------------------------------ shifts
+
+    async def open_shift(self, staff: StaffMember, float_fen: int, idem: Idempotency | None) -> Reply:
+        """Open the store's shift with a cash float."""
+        if float_fen < 0:
+            raise TillError("float_fen cannot be negative", status=422)
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            if _open_shift(conn) is not None:
+                raise TillError("a shift is already open; close it first")
+            now = _now()
+            shift = Shift(id=str(new_id()), opened_at=now, opened_by=staff.id, float_fen=float_fen)
+            _save_shift(conn, shift)
+            append_event(conn, "shift.opened", shift.model_dump_json(), now.isoformat())
+            return Reply(201, {"shift": shift.view()})
+
+        return await self._run(work, idem, durable=True)
+
+    async def close_shift(self, staff: StaffMember, counted_cash_fen: int, idem: Idempotency | None) -> Reply:
+        """Close the shift with the counted cash; the reply shows expected vs counted."""
+        if counted_cash_fen < 0:
+            raise TillError("counted_cash_fen cannot be negative", status=422)
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            shift = self._require_shift(conn)
+            now = _now()
+            closed = shift.model_copy(
+                update={
+                    "status": "closed",
+                    "closed_at": now,
+                    "closed_by": staff.id,
+                    "counted_cash_fen": counted_cash_fen,
+                }
+            )
+            _save_shift(conn, closed)
+            body = closed.view()
+            append_event(conn, "shift.closed", json.dumps(body), now.isoformat())
+            return Reply(200, {"shift": body})
+
+        return await self._run(work, idem, durable=True)
+
+    async def audit_reprint(self, order_id: str, staff: StaffMember) -> Order:
+        """Record a re-print (who, when) and return the order."""
+
+        def work(conn: sqlite3.Connection) -> Order:
+            order = _load_order(conn, order_id)
+            _audit(conn, staff, "receipt.reprint", order_id, f"order {order.number:04d}")
+            return order
+
+        return await self._journal.transaction(work)
