@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import StoreId
+from protocol.barcodes import ScaleLayout
 from protocol.settings import LogLevel, StorelinkSettings
 
-__all__ = ["EdgeSettings", "HubMqttSettings"]
+__all__ = ["EdgeSettings", "HubMqttSettings", "ScaleSettings"]
 
 
 class HubMqttSettings(BaseModel):
@@ -28,6 +30,27 @@ class HubMqttSettings(BaseModel):
     backoff_cap: float = Field(30.0, ge=1, le=600, description="longest wait between reconnect attempts")
 
 
+class ScaleSettings(BaseModel):
+    """How label scales in this store print weighed goods (EAN-13 with an embedded value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field("2", pattern=r"^[0-9]{1,2}$")
+    plu_digits: int = Field(6, ge=1, le=10)
+    value_digits: int = Field(5, ge=1, le=10)
+    value_kind: Literal["price", "weight"] = "price"
+
+    @model_validator(mode="after")
+    def _fits_ean13(self) -> ScaleSettings:
+        if len(self.prefix) + self.plu_digits + self.value_digits + 1 != 13:
+            raise ValueError("prefix + plu_digits + value_digits + 1 check digit must make 13 digits")
+        return self
+
+    def layout(self) -> ScaleLayout:
+        """The barcode layout for `protocol.barcodes`."""
+        return ScaleLayout(self.prefix, self.plu_digits, self.value_digits, self.value_kind)
+
+
 class EdgeSettings(StorelinkSettings):
     """Everything `storelink-edge` needs; see docs/configuration.md."""
 
@@ -39,6 +62,7 @@ class EdgeSettings(StorelinkSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 - phones and screens on the store LAN call it
     http_port: int = Field(8700, ge=0, le=65535)
     mqtt: HubMqttSettings
+    scale: ScaleSettings = ScaleSettings()
     log_level: LogLevel = "INFO"
 
     @field_validator("timezone")

@@ -10,8 +10,11 @@ from aiohttp import web
 
 from edge.api import VERSION, make_app
 from edge.config import EdgeSettings
+from edge.events import EventBus
 from edge.hublink import HubLink
 from edge.journal import Journal
+from edge.snapshots import Snapshots
+from edge.till import Till
 from protocol.aio import wait_for_stop_signal
 
 __all__ = ["EdgeDaemon", "run"]
@@ -27,13 +30,25 @@ class EdgeDaemon:
         self._stack = contextlib.AsyncExitStack()
         self.journal = Journal(settings.state_dir / "journal.sqlite3")
         self.link = HubLink(settings, self.journal, software=f"storelink-edge {VERSION}")
+        self.snapshots = Snapshots(settings)
+        self.bus = EventBus()
+        self.till = Till(settings, self.journal, self.bus)
         self.http_port: int | None = None
 
     async def __aenter__(self) -> EdgeDaemon:
         try:
             await self._stack.enter_async_context(self.journal)
+            await self._stack.enter_async_context(self.snapshots)
             await self._stack.enter_async_context(self.link)
-            runner = web.AppRunner(make_app(self.settings, self.journal, self.link), shutdown_timeout=2)
+            app = make_app(
+                self.settings,
+                journal=self.journal,
+                link=self.link,
+                snapshots=self.snapshots,
+                till=self.till,
+                bus=self.bus,
+            )
+            runner = web.AppRunner(app, shutdown_timeout=2)
             await runner.setup()
             self._stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)

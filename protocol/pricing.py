@@ -115,7 +115,8 @@ def _format_qty(qty: Fraction) -> str:
 Quantity = Annotated[
     Fraction,
     PlainValidator(_validate_quantity),
-    PlainSerializer(_format_qty, return_type=str, when_used="json"),
+    # Always a string, also in Python mode: pydantic would write Fraction as "5/4" there.
+    PlainSerializer(_format_qty, return_type=str),
     WithJsonSchema(
         {
             "type": "string",
@@ -125,7 +126,7 @@ Quantity = Annotated[
         }
     ),
 ]
-"""An exact line quantity: a Fraction in Python, "1.25" or "1/3" in JSON; never a float."""
+"""An exact line quantity: a Fraction attribute, dumped as "1.25" or "1/3"; never a float."""
 
 _Price = Annotated[Fen, Field(ge=0)]
 _Ident = Annotated[StrictStr, Field(min_length=1, max_length=64)]

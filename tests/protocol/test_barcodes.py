@@ -42,6 +42,8 @@ def _reference_check_digit(body: str) -> int:
 
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=17)
+
+
 @st.composite
 def valid_layouts(draw: st.DrawFn) -> ScaleLayout:
     prefix = draw(st.text(alphabet="0123456789", min_size=1, max_size=2))
@@ -230,9 +232,7 @@ def test_parse_price_label() -> None:
     code = make_scale_barcode("1234", 1401, ScaleLayout())
     assert code == "2001234014014"  # weights 1,3,1,3…: 2+0+0+3+2+9+4+0+1+12+0+3 = 36 → 4
     assert is_valid_gtin(code)
-    assert parse_scale_barcode(code, ScaleLayout()) == ScaleBarcode(
-        plu="001234", price_fen=1401, weight=None
-    )
+    assert parse_scale_barcode(code, ScaleLayout()) == ScaleBarcode(plu="001234", price_fen=1401, weight=None)
 
 
 def test_parse_weight_label() -> None:
@@ -302,9 +302,7 @@ def test_scale_barcode_round_trip(layout: ScaleLayout, data: st.DataObject) -> N
 
 
 @given(valid_layouts(), st.data())
-def test_any_misread_digit_on_prefix_match_is_refused(
-    layout: ScaleLayout, data: st.DataObject
-) -> None:
+def test_any_misread_digit_on_prefix_match_is_refused(layout: ScaleLayout, data: st.DataObject) -> None:
     plu = data.draw(st.text(alphabet="0123456789", min_size=1, max_size=layout.plu_digits))
     value = data.draw(st.integers(min_value=0, max_value=10**layout.value_digits - 1))
     code = make_scale_barcode(plu, value, layout)
