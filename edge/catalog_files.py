@@ -69,16 +69,13 @@ def read_catalog_file(path: Path, *, version: int | None = None) -> CatalogDocum
         # Load time as version: a file loaded later always replaces one loaded earlier.
         version = int(datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     suffix = path.suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise CatalogError(f"catalog file {path} must end in .json or .csv (Excel: save as CSV UTF-8)")
     try:
         data = path.read_bytes()
     except OSError as err:
         raise CatalogError(f"cannot read catalog file {path}: {err.strerror or err}") from err
-    if suffix == ".json":
-        document = _read_json(path, data, version)
-    elif suffix == ".csv":
-        document = _read_csv(path, data, version)
-    else:
-        raise CatalogError(f"catalog file {path} must end in .json or .csv (Excel: save as CSV UTF-8)")
+    document = (_read_json if suffix == ".json" else _read_csv)(path, data, version)
     # Imported here, not at the top: pypinyin loads ~55 MB of dictionaries, which only the
     # loading command should pay for, never the daemon.
     from pypinyin import Style, lazy_pinyin  # noqa: PLC0415
@@ -140,7 +137,7 @@ def _read_csv(path: Path, data: bytes, version: int) -> CatalogDocument:
         raise _fail(path, ["the file is empty"])
     columns = [name.strip().lower() for name in header]
     _check_header(path, columns)
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []  # (row, line)
     rows: list[int] = []
     products: list[Product] = []
     failed_skus: set[str] = set()
@@ -150,7 +147,9 @@ def _read_csv(path: Path, data: bytes, version: int) -> CatalogDocument:
                 continue  # Excel leaves blank lines and ",,,," rows at the end
             row = reader.line_num
             if len(values) > len(columns):
-                problems.append(f"row {row}: {len(values)} values but the header has {len(columns)} columns")
+                problems.append(
+                    (row, f"row {row}: {len(values)} values, the header has {len(columns)} columns")
+                )
                 continue
             cells = dict(zip(columns, (value.strip() for value in values), strict=False))
             product = _product_from_row(row, cells, problems)
@@ -160,15 +159,17 @@ def _read_csv(path: Path, data: bytes, version: int) -> CatalogDocument:
                 rows.append(row)
                 products.append(product)
     except csv.Error as err:
-        problems.append(f"row {reader.line_num + 1}: {err}; the rest of the file was not read")
+        row = reader.line_num + 1
+        problems.append((row, f"row {row}: {err}; the rest of the file was not read"))
     for problem in _cross_check(products, {}):
         product = products[problem.index] if problem.index is not None else None
         if product is not None and problem.field == "variant_of" and product.variant_of in failed_skus:
             continue  # the parent's own row is already reported; one mistake, one line
         row = rows[problem.index] if problem.index is not None else 0
-        problems.append(f"row {row}, {_column(problem.field)}: {problem.message}")
+        problems.append((row, f"row {row}, {_column(problem.field)}: {problem.message}"))
     if problems:
-        raise _fail(path, problems)
+        # Cross-row problems are found after the row pass; sorting puts them in file order.
+        raise _fail(path, [line for _, line in sorted(problems, key=lambda problem: problem[0])])
     if not products:
         raise _fail(path, ["the file has a header but no products"])
     try:
@@ -186,7 +187,7 @@ def _check_header(path: Path, columns: list[str]) -> None:
         raise _fail(path, problems)
 
 
-def _product_from_row(row: int, cells: dict[str, str], problems: list[str]) -> Product | None:
+def _product_from_row(row: int, cells: dict[str, str], problems: list[tuple[int, str]]) -> Product | None:
     fields: dict[str, Any] = {}
     errors: list[tuple[str, str]] = []
     for column, text in cells.items():
@@ -201,16 +202,20 @@ def _product_from_row(row: int, cells: dict[str, str], problems: list[str]) -> P
             fields["price_fen"] = 0  # keyed in at the till; 0 is only its list price
         else:
             errors.append(("price", "is empty; write the price in yuan, such as 3.50"))
-    if not errors:
-        try:
-            return Product.model_validate(fields)
-        except ValidationError as err:
-            for error in err.errors():
-                column = _column(str(error["loc"][0])) if error["loc"] else "product"
-                message = error["msg"].removeprefix("Value error, ")
+    try:
+        product = Product.model_validate(fields)
+    except ValidationError as err:
+        # Validate even a row with bad cells, so one pass reports all of its mistakes;
+        # a cell that already failed to parse is not reported again as "missing".
+        reported = {column for column, _ in errors}
+        for error in err.errors():
+            column = _column(str(error["loc"][0])) if error["loc"] else "product"
+            message = error["msg"].removeprefix("Value error, ")
+            if column not in reported:
                 errors.append((column, "is empty" if error["type"] == "missing" else message))
-    problems.extend(f"row {row}, {column}: {message}" for column, message in errors)
-    return None
+        product = None
+    problems.extend((row, f"row {row}, {column}: {message}") for column, message in errors)
+    return product if not errors else None
 
 
 def _as_is(column: str, text: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import TillError
 from protocol import UtcDatetime
-from protocol.pricing import PriceLine, Quantity, line_refund_fen, price_cart, refund_split
+from protocol.pricing import Counted, PriceLine, Quantity, line_refund_fen, price_cart, refund_split
 
 __all__ = [
     "MAX_QTY",
@@ -61,7 +61,7 @@ class OrderLine(_Doc):
     total_fen: int = 0
     price_source: str = "list"
     explanation: str = ""
-    refunded_qty: Quantity = Fraction(0)
+    refunded_qty: Counted = Fraction(0)
     refunded_fen: int = 0
 
 

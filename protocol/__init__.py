@@ -46,6 +46,7 @@ from protocol.money import (
 )
 from protocol.pricing import (
     MAX_QUANTITY,
+    Counted,
     PricedCart,
     PricedLine,
     PriceLine,
@@ -71,6 +72,7 @@ __all__ = [
     "CommandResult",
     "ConfigError",
     "Count",
+    "Counted",
     "DecodeError",
     "DeviceHealth",
     "Envelope",

@@ -80,9 +80,9 @@ def _to_fraction(value: object) -> Fraction:
     )
 
 
-def _validate_quantity(value: object) -> Fraction:
+def _validate_quantity(value: object, *, allow_zero: bool = False) -> Fraction:
     qty = _to_fraction(value)
-    if qty <= 0:
+    if qty < 0 or (qty == 0 and not allow_zero):
         raise ValueError(f"quantity {_format_qty(qty)} must be greater than 0")
     if qty > MAX_QUANTITY:
         raise ValueError(f"quantity {_format_qty(qty)} exceeds the maximum of {MAX_QUANTITY}")
@@ -123,6 +123,22 @@ Quantity = Annotated[
             "pattern": r"^[0-9]+(\.[0-9]+)?$|^[0-9]+/[0-9]+$",
             "examples": ["2", "1.25", "1/3"],
             "description": f"exact quantity (pieces or kg), greater than 0, at most {MAX_QUANTITY}",
+        }
+    ),
+]
+
+# A running count of a quantity (e.g. how much of a line was refunded): 0 allowed.
+Counted = Annotated[
+    Fraction,
+    PlainValidator(lambda v: _validate_quantity(v, allow_zero=True)),
+    # Always a string, also in Python mode: pydantic would write Fraction as "5/4" there.
+    PlainSerializer(_format_qty, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]+)?$|^[0-9]+/[0-9]+$",
+            "examples": ["2", "1.25", "1/3"],
+            "description": f"exact quantity (pieces or kg), 0 or more, at most {MAX_QUANTITY}",
         }
     ),
 ]
