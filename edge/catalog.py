@@ -94,12 +94,15 @@ class Product(BaseModel):
                 raise ValueError(f"sku {sku!r} contains whitespace or a control character")
         return sku
 
-    @field_validator("name")
+    @field_validator("name", "category", "variant")
     @classmethod
-    def _check_name(cls, name: str) -> str:
-        if not name.strip():
-            raise ValueError("name is blank")
-        return name
+    def _check_text(cls, text: str | None) -> str | None:
+        # These are printed on receipts: a control character could drive the printer.
+        if text is not None and any(unicodedata.category(char) == "Cc" for char in text):
+            raise ValueError(f"{text!r} contains a control character")
+        if text is not None and text and not text.strip():
+            raise ValueError("is blank")
+        return text
 
     @field_validator("barcodes")
     @classmethod
@@ -160,11 +163,11 @@ def _cross_check(products: list[Product], price_overrides: dict[str, int]) -> li
             continue
         parent = skus.get(product.variant_of)
         if parent is None:
-            message = f"variant_of {product.variant_of!r}: no product has that sku"
+            message = f"{product.sku!r} is a variant of {product.variant_of!r}, which is not in the catalog"
             problems.append(_Problem(index, "variant_of", message))
         elif products[parent].variant_of is not None:
             # One level only: keeps variant groups simple and makes cycles impossible.
-            message = f"variant_of {product.variant_of!r} is itself a variant"
+            message = f"{product.sku!r} is a variant of {product.variant_of!r}, which is itself a variant"
             problems.append(_Problem(index, "variant_of", message))
     problems.extend(
         _Problem(None, "price_overrides", f"price override for unknown sku {sku!r}")
@@ -187,7 +190,8 @@ class CatalogDocument(BaseModel):
     def _check_consistency(self) -> CatalogDocument:
         problems = _cross_check(self.products, self.price_overrides)
         if problems:
-            raise ValueError("; ".join(problem.message for problem in problems))
+            # Capped: a hub bug can produce thousands of these, and the message is logged.
+            raise ValueError("; ".join(_truncate([problem.message for problem in problems], 10)))
         return self
 
 

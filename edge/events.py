@@ -27,7 +27,7 @@ class Event:
     order_id: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: each subscriber is its own set member
 class Subscription:
     """One listener; `overflowed` is set when it fell too far behind and was dropped."""
 

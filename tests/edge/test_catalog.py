@@ -83,6 +83,8 @@ def test_non_gtin_store_codes_are_allowed():
         ({"sku": ""}, "at least 1"),
         ({"sku": "x" * 65}, "at most 64"),
         ({"name": "   "}, "blank"),
+        ({"name": "可乐\x1b@"}, "control character"),
+        ({"variant": "大杯\n"}, "control character"),
         ({"name": "名" * 101}, "at most 100"),
         ({"price_fen": -1}, "greater than or equal to 0"),
         ({"price_fen": 3.5}, "valid integer"),
@@ -140,7 +142,7 @@ def test_upc_a_and_its_ean13_form_are_the_same_barcode():
             "plu '001001' belongs to both 'A' and 'B'",
         ),
         ([product("A", "a")], {"B": 100}, "unknown sku 'B'"),
-        ([product("A", "a", variant_of="X")], {}, "no product has that sku"),
+        ([product("A", "a", variant_of="X")], {}, "'A' is a variant of 'X', which is not in the catalog"),
         (
             [product("A", "a"), product("B", "b", variant_of="A"), product("C", "c", variant_of="B")],
             {},
