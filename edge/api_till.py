@@ -23,7 +23,7 @@ from edge.api import (
     read_body,
     reply_json,
 )
-from edge.catalog import Catalog, Product
+from edge.catalog import Catalog, CatalogError, Product
 from edge.errors import TillError
 from edge.orders import OrderLine, TenderMethod
 from edge.receipt import receipt
@@ -140,7 +140,7 @@ async def search_products(request: web.Request) -> web.Response:
     if "barcode" in request.query:
         try:
             match = catalog.lookup_barcode(request.query["barcode"])
-        except BarcodeError as err:
+        except (BarcodeError, CatalogError) as err:
             raise TillError(str(err), status=422) from err
         items = [match.product] if match else []
     else:
@@ -166,7 +166,7 @@ def _scan(catalog: Catalog, body: LineIn) -> tuple[Product, Quantity | None, int
     code = body.barcode or ""
     try:
         match = catalog.lookup_barcode(code)
-    except BarcodeError as err:
+    except (BarcodeError, CatalogError) as err:
         raise TillError(f"{err}; scan it again", status=422) from err
     if match is None:
         raise TillError(f"unknown barcode {code}; it is not in the catalog", status=404)

@@ -85,8 +85,5 @@ def read_document(path: Path, model: type[M]) -> M | None:
 
 
 def write_document(path: Path, document: BaseModel) -> None:
-    """Replace the document stored in `path` (atomically)."""
-    with TinyDB(path, storage=AtomicJSONStorage) as db:
-        table = db.table(_TABLE)
-        table.truncate()
-        table.insert(document.model_dump(mode="json"))
+    """Replace the document stored in `path` in one atomic write (TinyDB's own layout)."""
+    AtomicJSONStorage(path).write({_TABLE: {"1": document.model_dump(mode="json")}})
