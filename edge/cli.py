@@ -21,6 +21,8 @@ from protocol import ConfigError, load_settings
 
 __all__ = ["main"]
 
+SAMPLE_CATALOG = Path(__file__).with_name("sample_catalog.json")
+
 T = TypeVar("T")
 
 
@@ -40,7 +42,9 @@ def cmd_catalog_load(args: argparse.Namespace) -> None:
     from edge.catalog_files import read_catalog_file  # noqa: PLC0415 - pulls in pypinyin
 
     settings = _settings(args)
-    doc = read_catalog_file(Path(args.file))
+    if (args.file is None) == (not args.sample):
+        raise ValueError("give a catalog FILE or --sample")
+    doc = read_catalog_file(Path(args.file) if args.file else SAMPLE_CATALOG)
     store = CatalogStore(settings.state_dir / "catalog.json")
     try:
         store.save(doc, force=args.force)
@@ -106,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
     catalog = sub.add_parser("catalog", help="the product catalog").add_subparsers(dest="sub", required=True)
     load = catalog.add_parser("load", help="install a catalog from a CSV or JSON file")
-    load.add_argument("file")
+    load.add_argument("file", nargs="?", help="CSV or JSON catalog")
+    load.add_argument("--sample", action="store_true", help="the bundled convenience store + café catalog")
     load.add_argument("--force", action="store_true", help="install even if older than the current one")
     load.set_defaults(func=cmd_catalog_load)
 

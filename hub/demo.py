@@ -10,15 +10,18 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
+
 from hub import auth
 from hub.broker import free_port, port_in_use
 from hub.config import BrokerSettings, HubSettings
-from hub.errors import NotFound
+from hub.errors import HubError, NotFound
 from hub.service import Hub
 from hub.stores import add_store, list_stores
 from protocol.aio import cancel_and_wait, wait_for_stop_signal
@@ -28,6 +31,7 @@ __all__ = ["DEMO_STORE", "run_demo"]
 DEMO_STORE = "demo"
 DEMO_STORE_NAME = "演示便利店"
 DEMO_USER = "demo-owner"
+DEMO_STAFF = "manager"
 _HOST = "127.0.0.1"
 
 
@@ -109,13 +113,33 @@ async def _run(state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None]) 
             "mqtt_port": mqtt_port,
         }
         demo_json = cwd / "storelink-demo.json"
-        text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
-        await asyncio.to_thread(_write_private, demo_json, text)
+        staff_pin = f"{secrets.randbelow(10**6):06d}"
+        await _edge_cli(edge_toml, "catalog", "load", "--sample")
+        await _edge_cli(
+            edge_toml,
+            "staff",
+            "add",
+            DEMO_STAFF,
+            "--name",
+            "演示店长",
+            "--role",
+            "manager",
+            "--pin-stdin",
+            stdin=staff_pin,
+        )
         edge = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "edge", "--config", str(edge_toml), "run"),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
+            info |= {
+                "device_token": await _pair_device(edge_toml, edge_url),
+                "staff_id": DEMO_STAFF,
+                "staff_pin": staff_pin,
+            }
+            await asyncio.to_thread(
+                _write_private, demo_json, json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+            )
             note = "" if mqtt_port == 1883 else " (port 1883 is taken by another broker)"
             print(
                 f"\nstorelink demo\n"
@@ -124,6 +148,7 @@ async def _run(state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None]) 
                 f"  MQTT broker  {_HOST}:{mqtt_port}, embedded amqtt{note}\n"
                 f"  hub sign-in  user '{DEMO_USER}', password '{password}'\n"
                 f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
+                f"  till         device token in {demo_json.name}; staff '{DEMO_STAFF}' PIN {staff_pin}\n"
                 f"  written to   {demo_json}\n\n"
                 f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
                 flush=True,
@@ -145,6 +170,43 @@ def _write_private(path: Path, text: str) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
     path.write_text(text, encoding="utf-8")
+
+
+async def _edge_cli(config: Path, *args: str, stdin: str | None = None) -> str:
+    """Run a `storelink-edge` command the way an installer would; fail loudly."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "edge", "--config", str(config), *args),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate((stdin + "\n").encode() if stdin else b"")
+    if proc.returncode:
+        raise HubError(f"storelink-edge {' '.join(args)} failed: {err.decode().strip()}")
+    return out.decode()
+
+
+async def _pair_device(config: Path, edge_url: str) -> str:
+    """Pair a demo device through the edge's own pairing flow and return its token."""
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with http.get(edge_url + "/api/v1/status") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        code = re.search(r"\b(\d{6})\b", await _edge_cli(config, "pair"))
+        if code is None:
+            raise HubError("storelink-edge pair printed no code")
+        body = {"code": code.group(1), "name": "演示手机"}
+        async with http.post(edge_url + "/api/v1/devices/pair", json=body) as resp:
+            if resp.status != 201:
+                raise HubError(f"pairing the demo device failed: {await resp.text()}")
+            token: str = (await resp.json())["token"]
+            return token
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

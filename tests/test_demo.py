@@ -29,6 +29,34 @@ def _get(url: str, token: str | None = None) -> tuple[int, str, dict[str, Any]]:
         return err.code, err.headers.get_content_type(), json.loads(err.read())
 
 
+def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - local URL
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+        assert resp.status in (200, 201)
+        return json.loads(resp.read())
+
+
+def _sell_with_demo_credentials(info: dict[str, Any]) -> None:
+    """What docs/till.md shows with curl: sign in, open a shift, sell, pay."""
+    edge = info["edge_url"] + "/api/v1"
+    session = _post(
+        edge + "/sessions", info["device_token"], {"staff_id": info["staff_id"], "pin": info["staff_pin"]}
+    )
+    token = session["token"]
+    _post(edge + "/shifts", token, {"float_fen": 20000})
+    order = _post(edge + "/orders", token, {})["order"]
+    _post(f"{edge}/orders/{order['id']}/lines", token, {"barcode": "6954767410388", "qty": 2})
+    paid = _post(f"{edge}/orders/{order['id']}/payments", token, {"method": "cash", "amount_fen": 1000})[
+        "order"
+    ]
+    assert paid["status"] == "paid"
+    assert paid["tenders"][0]["change_fen"] == 400
+
+
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
     hub_cmd = shutil.which("storelink-hub", path=str(Path(sys.executable).parent))
     assert hub_cmd, "storelink-hub console script is not installed in this environment"
@@ -64,6 +92,8 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         assert edge["store"] == info["store"]
         assert edge["hub_online"] is True
         assert {"outbox_pending", "epoch", "acked_through"} <= set(edge)
+        assert edge["catalog_version"] is not None
+        _sell_with_demo_credentials(info)
     finally:
         demo.send_signal(signal.SIGINT)
         try:
