@@ -223,8 +223,8 @@ def append_event(conn: sqlite3.Connection, event_type: str, body: str, ts: str) 
     The seq comes from `meta.next_seq`, a per-store counter that never wraps or reuses a
     number, even after acknowledged rows are deleted.
     """
-    seq = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
-    epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+    meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('next_seq', 'epoch')").fetchall())
+    seq, epoch = meta["next_seq"], meta["epoch"]
     conn.execute(
         "INSERT INTO outbox (seq, epoch, event_id, type, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
         (seq, epoch, str(new_id()), event_type, ts, body),

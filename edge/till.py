@@ -106,7 +106,9 @@ def _load_order(conn: sqlite3.Connection, order_id: str) -> Order:
     return Order.model_validate_json(row[0])
 
 
-def _save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> None:
+def _save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> str:
+    """Upsert the order row; return the JSON written (reused as the outbox body)."""
+    doc = order.model_dump_json()
     conn.execute(
         "INSERT INTO orders (id, number, business_day, status, doc, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
@@ -116,10 +118,11 @@ def _save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> None:
             order.number,
             order.business_day.isoformat(),
             order.status,
-            order.model_dump_json(),
+            doc,
             now.isoformat(),
         ),
     )
+    return doc
 
 
 def _open_shift(conn: sqlite3.Connection) -> Shift | None:
@@ -156,6 +159,9 @@ class Till:
         self._journal = journal
         self._bus = bus
         self._zone = ZoneInfo(settings.timezone)
+        # The order JSON last saved, so an outbox event in the same transaction reuses it.
+        # Safe as a plain attribute: transactions run one at a time on the journal thread.
+        self._saved_json = ""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -206,7 +212,7 @@ class Till:
             now = _now()
             before = _load_order(conn, order_id)
             order = rule(conn, before, now).model_copy(update={"version": before.version + 1})
-            _save_order(conn, order, now)
+            self._saved_json = _save_order(conn, order, now)
             if after is not None:
                 after(conn, before, order, now)
             return Reply(status, {"order": order.model_dump(mode="json")})
@@ -377,7 +383,7 @@ class Till:
 
         def report(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
             _audit(conn, staff, "order.void", order_id, reason)
-            append_event(conn, "order.voided", order.model_dump_json(), now.isoformat())
+            append_event(conn, "order.voided", self._saved_json, now.isoformat())
 
         return await self._change(order_id, rule, idem, after=report, durable=True)
 
@@ -394,8 +400,10 @@ class Till:
         idem: Idempotency | None,
     ) -> Reply:
         """Apply a tender; the order closes, durably and with its outbox event, when fully paid."""
+        shift: Shift | None = None
 
         def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            nonlocal shift
             shift = self._require_shift(conn)
             paid = apply_payment(
                 order, method=method, amount_fen=amount_fen, reference=reference, staff_id=staff.id, now=now
@@ -403,13 +411,13 @@ class Till:
             return paid.model_copy(update={"shift_id": shift.id}) if paid.status == "paid" else paid
 
         def after(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+            assert shift is not None  # noqa: S101 - set by rule() in this same transaction
             tender = order.tenders[-1]
-            shift = self._require_shift(conn)
-            shift = shift.model_copy(update={"sales": _add(shift.sales, tender.method, tender.amount_fen)})
+            sales = _add(shift.sales, tender.method, tender.amount_fen)
+            orders = shift.orders + (order.status == "paid")
+            _save_shift(conn, shift.model_copy(update={"sales": sales, "orders": orders}))
             if order.status == "paid":
-                shift = shift.model_copy(update={"orders": shift.orders + 1})
-                append_event(conn, "order.paid", order.model_dump_json(), now.isoformat())
-            _save_shift(conn, shift)
+                append_event(conn, "order.paid", self._saved_json, now.isoformat())
 
         return await self._change(order_id, rule, idem, after=after, status=201, durable=True)
 
