@@ -6,12 +6,14 @@ import asyncio
 import sqlite3
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from edge.access import Role, StaffMember, create_pairing_code
+from edge.api_till import LineIn, _build_line
 from edge.daemon import EdgeDaemon
 from edge.journal import Journal
 from edge.till import Till
@@ -23,11 +25,11 @@ BASKET = 20  # lines per order in the scan→push run
 _STAFF = StaffMember(id="bench", name="bench", role=Role.MANAGER, pin_hash="-")
 
 
-async def _timed(n: int, make: object) -> list[float]:
+async def _timed(n: int, make: Callable[[], Awaitable[object]]) -> list[float]:
     out = []
     for _ in range(n):
         start = time.perf_counter()
-        await make()  # type: ignore[operator]
+        await make()
         out.append(time.perf_counter() - start)
     return out
 
@@ -38,15 +40,13 @@ async def durable_close(tmp: Path, n: int) -> tuple[list[float], list[float]]:
     seed(state)
     async with EdgeDaemon(edge_settings(state)) as daemon:
         till: Till = daemon.till
+        catalog = daemon.snapshots.catalog
+        assert catalog is not None
         await till.open_shift(_STAFF, 0, None)
         ids = []
         for _ in range(n):
             order = (await till.open_order(_STAFF, idem=None)).body["order"]
-            line = daemon.snapshots.catalog.lookup_barcode(COLA)  # type: ignore[union-attr]
-            from edge.api_till import LineIn, _build_line  # noqa: PLC0415
-
-            built = _build_line(daemon.snapshots.catalog, LineIn(barcode=line.barcode))  # type: ignore[arg-type]
-            await till.add_line(order["id"], built, None)
+            await till.add_line(order["id"], _build_line(catalog, LineIn(barcode=COLA)), None)
             ids.append(order["id"])
         it = iter(ids)
         ours = await _timed(
