@@ -206,7 +206,7 @@ def _build_line(catalog: Catalog, body: LineIn) -> OrderLine:
     return OrderLine(
         line_id=str(new_id()),
         sku=product.sku,
-        name=product.name + (f" {product.variant}" if product.variant else ""),
+        name=product.name,  # catalog names already carry the variant (拿铁 大杯)
         unit=product.unit,
         qty=qty if qty is not None else Fraction(1),
         barcode=barcode,

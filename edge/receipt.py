@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.orders import METHOD_NAMES, Order
-from protocol import format_yuan
+from protocol import format_qty, format_yuan
 
 __all__ = ["receipt"]
 
@@ -41,7 +41,7 @@ def receipt(order: Order, *, store_name: str, zone: ZoneInfo, reprint: bool = Fa
             {
                 "name": line.name,
                 "sku": line.sku,
-                "qty": str(line.qty if line.qty.denominator != 1 else line.qty.numerator),
+                "qty": format_qty(line.qty),
                 "unit": line.unit,
                 "unit_price_fen": line.unit_price_fen,
                 "total_fen": line.total_fen,

@@ -83,15 +83,15 @@ def _to_fraction(value: object) -> Fraction:
 def _validate_quantity(value: object, *, allow_zero: bool = False) -> Fraction:
     qty = _to_fraction(value)
     if qty < 0 or (qty == 0 and not allow_zero):
-        raise ValueError(f"quantity {_format_qty(qty)} must be greater than 0")
+        raise ValueError(f"quantity {format_qty(qty)} must be greater than 0")
     if qty > MAX_QUANTITY:
-        raise ValueError(f"quantity {_format_qty(qty)} exceeds the maximum of {MAX_QUANTITY}")
+        raise ValueError(f"quantity {format_qty(qty)} exceeds the maximum of {MAX_QUANTITY}")
     if qty.denominator > _MAX_DENOMINATOR:
-        raise ValueError(f"quantity {_format_qty(qty)} is finer than 1/{_MAX_DENOMINATOR} of a unit")
+        raise ValueError(f"quantity {format_qty(qty)} is finer than 1/{_MAX_DENOMINATOR} of a unit")
     return qty
 
 
-def _format_qty(qty: Fraction) -> str:
+def format_qty(qty: Fraction) -> str:
     """Write qty as a plain decimal when it has one ("1.25"), else as "n/d" ("1/3")."""
     denominator = qty.denominator
     twos = fives = 0
@@ -116,7 +116,7 @@ Quantity = Annotated[
     Fraction,
     PlainValidator(_validate_quantity),
     # Always a string, also in Python mode: pydantic would write Fraction as "5/4" there.
-    PlainSerializer(_format_qty, return_type=str),
+    PlainSerializer(format_qty, return_type=str),
     WithJsonSchema(
         {
             "type": "string",
@@ -132,7 +132,7 @@ Counted = Annotated[
     Fraction,
     PlainValidator(lambda v: _validate_quantity(v, allow_zero=True)),
     # Always a string, also in Python mode: pydantic would write Fraction as "5/4" there.
-    PlainSerializer(_format_qty, return_type=str),
+    PlainSerializer(format_qty, return_type=str),
     WithJsonSchema(
         {
             "type": "string",
@@ -208,7 +208,7 @@ def _unit_price(line: PriceLine) -> tuple[int, PriceSource]:
 
 
 def _explain(qty: Fraction, unit_fen: int, total_fen: int, source: PriceSource) -> str:
-    qty_text = _format_qty(qty)
+    qty_text = format_qty(qty)
     weighed = qty.denominator != 1
     if source == "label":
         amount = f" ({qty_text} kg)" if weighed else ""
@@ -312,21 +312,21 @@ def line_refund_fen(
     step = _require_qty("refund_qty", refund_qty)
     before = _require_qty("already_refunded_qty", already_refunded_qty)
     if qty <= 0:
-        raise ValueError(f"line_qty must be greater than 0, got {_format_qty(qty)}")
+        raise ValueError(f"line_qty must be greater than 0, got {format_qty(qty)}")
     if step <= 0:
-        raise ValueError(f"refund_qty must be greater than 0, got {_format_qty(step)}")
+        raise ValueError(f"refund_qty must be greater than 0, got {format_qty(step)}")
     if before < 0:
-        raise ValueError(f"already_refunded_qty must not be negative, got {_format_qty(before)}")
+        raise ValueError(f"already_refunded_qty must not be negative, got {format_qty(before)}")
     if before + step > qty:
         raise ValueError(
-            f"cannot refund {_format_qty(step)} more: {_format_qty(before)} of"
-            f" {_format_qty(qty)} already refunded"
+            f"cannot refund {format_qty(step)} more: {format_qty(before)} of"
+            f" {format_qty(qty)} already refunded"
         )
     cumulative = mul_fraction(line_total_fen, (before + step) / qty)
     amount = cumulative - already_refunded_fen
     if amount < 0:
         raise ValueError(
             f"already_refunded_fen {already_refunded_fen} is more than the"
-            f" {cumulative} fen due for {_format_qty(before + step)} of {_format_qty(qty)}"
+            f" {cumulative} fen due for {format_qty(before + step)} of {format_qty(qty)}"
         )
     return amount

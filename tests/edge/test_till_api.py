@@ -36,6 +36,7 @@ async def test_sell_pay_cash_with_change_closes_durably_with_one_outbox_event(ap
     order = await api.add(order["id"], barcode=WATER, qty=2)
     order = await api.add(order["id"], sku="COF-LAT-L")
     assert [line["total_fen"] for line in order["lines"]] == [360, 2100]
+    assert order["lines"][1]["name"] == "拿铁 大杯"
     assert order["lines"][0]["price_source"] == "store"
     assert order["total_fen"] == 2460
     paid = await api.pay(order["id"], "cash", 5000)
@@ -123,6 +124,9 @@ async def test_weighed_goods_by_label_and_by_weight(api):
     assert order["lines"][0]["price_source"] == "label"
     order = await api.add(order["id"], sku="FRS-BANANA", qty="0.352")  # 0.352 kg x ¥7.98 = ¥2.809 → 281
     assert order["lines"][1]["total_fen"] == 281
+    _, receipt = await api.call("GET", f"/api/v1/orders/{order['id']}/receipt")
+    assert receipt["lines"][1]["qty"] == "0.352"
+    assert receipt["lines"][1]["text"] == "0.352 kg × ¥7.98/kg = ¥2.81"
     status, body = await api.call("POST", f"/api/v1/orders/{order['id']}/lines", {"sku": "FRS-APPLE"})
     assert status == 422
     assert "sold by weight" in body["detail"]
