@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["EdgeError", "JournalCorrupt", "TillError"]
 
 
@@ -12,13 +14,15 @@ class EdgeError(Exception):
 class JournalCorrupt(EdgeError):
     """The journal file failed its integrity check; the edge refuses to start on it."""
 
-    def __init__(self, path: str, detail: str):
+    def __init__(self, path: str, detail: str, backup: Path | None = None):
+        where = f"the newest backup is {backup}" if backup else "no backup was found next to it"
         super().__init__(
-            f"journal {path} is corrupt ({detail}). The edge will not start on it, so no "
-            f"sale is lost or duplicated: keep the file for support, restore the newest backup "
-            f"of it (the restored journal gets a new epoch), then start again."
+            f"journal {path} is corrupt ({detail}). The edge will not start on it, so no sale is "
+            f"lost or duplicated: keep the file for support and restore a backup ({where}), "
+            "then start again."
         )
         self.path = path
+        self.backup = backup
 
 
 class TillError(EdgeError):

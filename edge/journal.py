@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -23,6 +24,7 @@ from protocol import new_id
 __all__ = ["Journal", "JournalState", "append_event"]
 
 T = TypeVar("T")
+KEEP_BACKUPS = 7
 
 _MIGRATIONS: list[str] = [
     # 1: baseline
@@ -128,7 +130,8 @@ class Journal:
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()
             if result is None or result[0] != "ok":
-                raise JournalCorrupt(str(self.path), str(result[0] if result else "no result"))
+                detail = str(result[0] if result else "no result")
+                raise JournalCorrupt(str(self.path), detail, self.newest_backup())
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -143,11 +146,40 @@ class Journal:
             ) from err
         except sqlite3.DatabaseError as err:
             conn.close()
-            raise JournalCorrupt(str(self.path), str(err)) from err
+            raise JournalCorrupt(str(self.path), str(err), self.newest_backup()) from err
         except BaseException:
             conn.close()
             raise
+        self._daily_backup(conn)
         return conn
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where the daily copies of the journal go."""
+        return self.path.parent / "backups"
+
+    def newest_backup(self) -> Path | None:
+        """The most recent daily backup, if any."""
+        found = sorted(self.backup_dir.glob(f"{self.path.stem}-*.sqlite3"))
+        return found[-1] if found else None
+
+    def _daily_backup(self, conn: sqlite3.Connection) -> None:
+        # A checked-good copy per day (SQLite's online backup), the newest KEEP_BACKUPS kept:
+        # what an installer restores when the card fails. A restored journal must get a
+        # new epoch before it syncs again (see the sync design).
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        target = self.backup_dir / f"{self.path.stem}-{datetime.now(UTC):%Y%m%d}.sqlite3"
+        if target.exists():
+            return
+        partial = target.with_suffix(".partial")
+        copy = sqlite3.connect(partial)
+        try:
+            conn.backup(copy)
+        finally:
+            copy.close()
+        partial.replace(target)
+        for old in sorted(self.backup_dir.glob(f"{self.path.stem}-*.sqlite3"))[:-KEEP_BACKUPS]:
+            old.unlink()
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         conn = self._require()

@@ -34,7 +34,12 @@ async def test_corrupt_journal_is_refused_not_replaced(tmp_path):
         async with Journal(path):
             pass
     assert str(path) in str(info.value)
+    assert info.value.backup is not None
+    assert str(info.value.backup) in str(info.value)  # the message names the backup to restore
     assert path.read_bytes() == bytes(data)  # untouched, kept for support
+    conn = sqlite3.connect(info.value.backup)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
 
 
 async def test_garbage_file_is_refused(tmp_path):
