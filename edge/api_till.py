@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import json
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import WSCloseCode, web
 from pydantic import Field, StrictInt, model_validator
 
+from edge.access import StaffMember
 from edge.api import (
     BUS,
     SETTINGS,
@@ -27,6 +28,7 @@ from edge.catalog import Catalog, CatalogError, Product
 from edge.errors import TillError
 from edge.orders import OrderLine, TenderMethod
 from edge.receipt import receipt
+from edge.till import Idempotency, Reply
 from protocol import new_id
 from protocol.barcodes import BarcodeError
 from protocol.pricing import Quantity
@@ -34,6 +36,7 @@ from protocol.pricing import Quantity
 __all__ = ["add_routes"]
 
 _TEXT = r"^[^\x00-\x1f\x7f]*$"
+B = TypeVar("B", bound=Body)
 
 
 class OrderIn(Body):
@@ -217,21 +220,24 @@ def _build_line(catalog: Catalog, body: LineIn) -> OrderLine:
     )
 
 
-async def _json_reply(request: web.Request, work: Any) -> web.Response:
-    reply = await work
+async def _command(
+    request: web.Request, model: type[B], permission: str
+) -> tuple[B, StaffMember, Idempotency | None]:
+    """Validate the body, check the permission, take the idempotency key: before any write."""
+    body = await read_body(request, model, optional=model is OrderIn)
+    staff = principal(request).require(permission)
+    return body, staff, idempotency(request, await request.read())
+
+
+def _answer(reply: Reply) -> web.Response:
     return reply_json(reply.body, reply.status)
 
 
 async def open_order(request: web.Request) -> web.Response:
     """Open an order (needs a staff session)."""
-    raw = await request.read()
-    body = await read_body(request, OrderIn, optional=True)
-    staff = principal(request).require("order.sell")
+    body, staff, idem = await _command(request, OrderIn, "order.sell")
     till = request.app[TILL]
-    return await _json_reply(
-        request,
-        till.open_order(staff, note=body.note, member_id=body.member_id, idem=idempotency(request, raw)),
-    )
+    return _answer(await till.open_order(staff, note=body.note, member_id=body.member_id, idem=idem))
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -251,35 +257,28 @@ async def get_order(request: web.Request) -> web.Response:
 
 async def patch_order(request: web.Request) -> web.Response:
     """Order note / member."""
-    raw = await request.read()
-    body = await read_body(request, OrderPatch)
-    principal(request).require("order.sell")
-    work = request.app[TILL].annotate(
-        request.match_info["order_id"],
-        note=body.note,
-        member_id=body.member_id,
-        idem=idempotency(request, raw),
+    body, _, idem = await _command(request, OrderPatch, "order.sell")
+    order_id = request.match_info["order_id"]
+    return _answer(
+        await request.app[TILL].annotate(order_id, note=body.note, member_id=body.member_id, idem=idem)
     )
-    return await _json_reply(request, work)
 
 
 async def add_line(request: web.Request) -> web.Response:
     """Add a line by barcode or SKU."""
-    raw = await request.read()
-    body = await read_body(request, LineIn)
-    principal(request).require("order.sell")
+    body, _, idem = await _command(request, LineIn, "order.sell")
     line = _build_line(_catalog(request), body)
-    work = request.app[TILL].add_line(request.match_info["order_id"], line, idempotency(request, raw))
-    return await _json_reply(request, work)
+    return _answer(await request.app[TILL].add_line(request.match_info["order_id"], line, idem))
 
 
 async def patch_line(request: web.Request) -> web.Response:
     """Change quantity, note, or price (override: manager, audited)."""
     raw = await request.read()
     body = await read_body(request, LinePatch)
-    who = principal(request)
-    staff = who.require("price.override" if body.override_price_fen is not None else "order.sell")
-    work = request.app[TILL].update_line(
+    staff = principal(request).require(
+        "price.override" if body.override_price_fen is not None else "order.sell"
+    )
+    reply = await request.app[TILL].update_line(
         request.match_info["order_id"],
         request.match_info["line_id"],
         staff,
@@ -289,64 +288,56 @@ async def patch_line(request: web.Request) -> web.Response:
         reason=body.reason,
         idem=idempotency(request, raw),
     )
-    return await _json_reply(request, work)
+    return _answer(reply)
 
 
 async def delete_line(request: web.Request) -> web.Response:
     """Remove a line."""
     principal(request).require("order.sell")
-    work = request.app[TILL].remove_line(
-        request.match_info["order_id"], request.match_info["line_id"], idempotency(request, b"")
+    match = request.match_info
+    return _answer(
+        await request.app[TILL].remove_line(match["order_id"], match["line_id"], idempotency(request, b""))
     )
-    return await _json_reply(request, work)
 
 
 def _hold(hold: bool) -> Any:
     async def handler(request: web.Request) -> web.Response:
         principal(request).require("order.sell")
-        work = request.app[TILL].hold(request.match_info["order_id"], hold, idempotency(request, b""))
-        return await _json_reply(request, work)
+        return _answer(
+            await request.app[TILL].hold(request.match_info["order_id"], hold, idempotency(request, b""))
+        )
 
     return handler
 
 
 async def void_order(request: web.Request) -> web.Response:
     """Void an unpaid order (manager)."""
-    raw = await request.read()
-    body = await read_body(request, ReasonIn)
-    staff = principal(request).require("order.void")
-    work = request.app[TILL].void(
-        request.match_info["order_id"], staff, body.reason, idempotency(request, raw)
-    )
-    return await _json_reply(request, work)
+    body, staff, idem = await _command(request, ReasonIn, "order.void")
+    return _answer(await request.app[TILL].void(request.match_info["order_id"], staff, body.reason, idem))
 
 
 async def pay(request: web.Request) -> web.Response:
     """Apply a payment; the order closes when fully paid."""
-    raw = await request.read()
-    body = await read_body(request, PaymentIn)
-    staff = principal(request).require("order.pay")
-    work = request.app[TILL].pay(
+    body, staff, idem = await _command(request, PaymentIn, "order.pay")
+    reply = await request.app[TILL].pay(
         request.match_info["order_id"],
         staff,
         method=body.method,
         amount_fen=body.amount_fen,
         reference=body.reference,
-        idem=idempotency(request, raw),
+        idem=idem,
     )
-    return await _json_reply(request, work)
+    return _answer(reply)
 
 
 async def refund(request: web.Request) -> web.Response:
     """Refund lines (or the rest of the order) to the original tenders (manager)."""
-    raw = await request.read()
-    body = await read_body(request, RefundIn)
-    staff = principal(request).require("order.refund")
+    body, staff, idem = await _command(request, RefundIn, "order.refund")
     lines = [(x.line_id, x.qty) for x in body.lines] if body.lines is not None else None
-    work = request.app[TILL].refund(
-        request.match_info["order_id"], staff, lines=lines, reason=body.reason, idem=idempotency(request, raw)
+    order_id = request.match_info["order_id"]
+    return _answer(
+        await request.app[TILL].refund(order_id, staff, lines=lines, reason=body.reason, idem=idem)
     )
-    return await _json_reply(request, work)
 
 
 def _receipt(request: web.Request, order: Any, *, reprint: bool) -> web.Response:
@@ -375,12 +366,8 @@ async def reprint(request: web.Request) -> web.Response:
 
 async def open_shift(request: web.Request) -> web.Response:
     """Open the shift with a float."""
-    raw = await request.read()
-    body = await read_body(request, ShiftOpenIn)
-    staff = principal(request).require("shift.open")
-    return await _json_reply(
-        request, request.app[TILL].open_shift(staff, body.float_fen, idempotency(request, raw))
-    )
+    body, staff, idem = await _command(request, ShiftOpenIn, "shift.open")
+    return _answer(await request.app[TILL].open_shift(staff, body.float_fen, idem))
 
 
 async def current_shift(request: web.Request) -> web.Response:
@@ -393,11 +380,8 @@ async def current_shift(request: web.Request) -> web.Response:
 
 async def close_shift(request: web.Request) -> web.Response:
     """Close the shift: expected vs counted cash, per-tender totals."""
-    raw = await request.read()
-    body = await read_body(request, ShiftCloseIn)
-    staff = principal(request).require("shift.close")
-    work = request.app[TILL].close_shift(staff, body.counted_cash_fen, idempotency(request, raw))
-    return await _json_reply(request, work)
+    body, staff, idem = await _command(request, ShiftCloseIn, "shift.close")
+    return _answer(await request.app[TILL].close_shift(staff, body.counted_cash_fen, idem))
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:
