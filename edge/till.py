@@ -17,10 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
-
-from pydantic import BaseModel, ConfigDict
 
 from edge.access import StaffMember
 from edge.config import EdgeSettings
@@ -37,9 +35,10 @@ from edge.orders import (
     plan_refund,
     reprice,
 )
-from protocol import UtcDatetime, business_day, new_id
+from edge.shifts import Shift, add_to, load_open_shift, save_shift
+from protocol import business_day, new_id
 
-__all__ = ["Idempotency", "Reply", "Shift", "Till"]
+__all__ = ["Idempotency", "Reply", "Till"]
 
 
 @dataclass(frozen=True)
@@ -62,37 +61,6 @@ class Reply:
 
     status: int
     body: dict[str, Any]
-
-
-class Shift(BaseModel):
-    """A cash drawer shift (交班): float, per-tender takings, counted cash at close."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    status: Literal["open", "closed"] = "open"
-    opened_at: UtcDatetime
-    opened_by: str
-    float_fen: int
-    sales: dict[str, int] = {}
-    refunds: dict[str, int] = {}
-    orders: int = 0
-    closed_at: UtcDatetime | None = None
-    closed_by: str | None = None
-    counted_cash_fen: int | None = None
-
-    @property
-    def expected_cash_fen(self) -> int:
-        """Float plus cash taken minus cash given back."""
-        return self.float_fen + self.sales.get("cash", 0) - self.refunds.get("cash", 0)
-
-    def view(self) -> dict[str, Any]:
-        """JSON for the API, with the derived expected cash and difference."""
-        body = self.model_dump(mode="json")
-        body["expected_cash_fen"] = self.expected_cash_fen
-        if self.counted_cash_fen is not None:
-            body["difference_fen"] = self.counted_cash_fen - self.expected_cash_fen
-        return body
 
 
 def _now() -> datetime:
@@ -125,19 +93,6 @@ def _save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> str:
     return doc
 
 
-def _open_shift(conn: sqlite3.Connection) -> Shift | None:
-    row = conn.execute("SELECT doc FROM shifts WHERE status = 'open'").fetchone()
-    return Shift.model_validate_json(row[0]) if row else None
-
-
-def _save_shift(conn: sqlite3.Connection, shift: Shift) -> None:
-    conn.execute(
-        "INSERT INTO shifts (id, status, doc) VALUES (?, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
-        (shift.id, shift.status, shift.model_dump_json()),
-    )
-
-
 def _audit(
     conn: sqlite3.Connection, staff: StaffMember, action: str, order_id: str | None, detail: str
 ) -> None:
@@ -145,10 +100,6 @@ def _audit(
         "INSERT INTO audit (ts, staff_id, action, order_id, detail) VALUES (?, ?, ?, ?, ?)",
         (_now().isoformat(), staff.id, action, order_id, detail),
     )
-
-
-def _add(totals: dict[str, int], key: str, amount: int) -> dict[str, int]:
-    return {**totals, key: totals.get(key, 0) + amount}
 
 
 class Till:
@@ -244,7 +195,7 @@ class Till:
 
     async def current_shift(self) -> Shift | None:
         """The open shift, if any."""
-        return await self._journal.read(_open_shift)
+        return await self._journal.read(load_open_shift)
 
     # ------------------------------------------------------------------ orders
 
@@ -413,9 +364,9 @@ class Till:
         def after(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
             assert shift is not None  # noqa: S101 - set by rule() in this same transaction
             tender = order.tenders[-1]
-            sales = _add(shift.sales, tender.method, tender.amount_fen)
+            sales = add_to(shift.sales, tender.method, tender.amount_fen)
             orders = shift.orders + (order.status == "paid")
-            _save_shift(conn, shift.model_copy(update={"sales": sales, "orders": orders}))
+            save_shift(conn, shift.model_copy(update={"sales": sales, "orders": orders}))
             if order.status == "paid":
                 append_event(conn, "order.paid", self._saved_json, now.isoformat())
 
@@ -423,7 +374,7 @@ class Till:
 
     @staticmethod
     def _require_shift(conn: sqlite3.Connection) -> Shift:
-        shift = _open_shift(conn)
+        shift = load_open_shift(conn)
         if shift is None:
             raise TillError("no shift is open; open one (POST /api/v1/shifts) before taking money")
         return shift
@@ -450,8 +401,8 @@ class Till:
             refund = order.refunds[-1]
             refunds = shift.refunds
             for index, amount in refund.tenders.items():
-                refunds = _add(refunds, order.tenders[index].method, amount)
-            _save_shift(conn, shift.model_copy(update={"refunds": refunds}))
+                refunds = add_to(refunds, order.tenders[index].method, amount)
+            save_shift(conn, shift.model_copy(update={"refunds": refunds}))
             _audit(conn, staff, "order.refund", order_id, f"{refund.total_fen} fen: {reason}")
             event = {"order_id": order.id, "store": order.store, "refund": refund.model_dump(mode="json")}
             append_event(conn, "order.refunded", json.dumps(event), now.isoformat())
@@ -469,11 +420,11 @@ class Till:
             raise TillError("float_fen cannot be negative", status=422)
 
         def work(conn: sqlite3.Connection) -> Reply:
-            if _open_shift(conn) is not None:
+            if load_open_shift(conn) is not None:
                 raise TillError("a shift is already open; close it first")
             now = _now()
             shift = Shift(id=str(new_id()), opened_at=now, opened_by=staff.id, float_fen=float_fen)
-            _save_shift(conn, shift)
+            save_shift(conn, shift)
             append_event(conn, "shift.opened", shift.model_dump_json(), now.isoformat())
             return Reply(201, {"shift": shift.view()})
 
@@ -495,7 +446,7 @@ class Till:
                     "counted_cash_fen": counted_cash_fen,
                 }
             )
-            _save_shift(conn, closed)
+            save_shift(conn, closed)
             body = closed.view()
             append_event(conn, "shift.closed", json.dumps(body), now.isoformat())
             return Reply(200, {"shift": body})
