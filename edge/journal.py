@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -25,6 +25,7 @@ __all__ = ["Journal", "JournalState", "append_event"]
 
 T = TypeVar("T")
 KEEP_BACKUPS = 7
+IDEMPOTENCY_TTL = timedelta(days=7)
 
 _MIGRATIONS: list[str] = [
     # 1: baseline
@@ -151,6 +152,9 @@ class Journal:
             conn.close()
             raise
         self._daily_backup(conn)
+        # Idempotency keys only need to outlive a phone's retries; a week is generous.
+        cutoff = (datetime.now(UTC) - IDEMPOTENCY_TTL).isoformat()
+        conn.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
         return conn
 
     @property

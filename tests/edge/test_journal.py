@@ -63,3 +63,17 @@ async def test_locked_journal_is_not_called_corrupt(tmp_path):
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+async def test_old_idempotency_keys_are_purged_at_start(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    async with Journal(path) as journal:
+        await journal.transaction(
+            lambda conn: conn.executemany(
+                "INSERT INTO idempotency (key, request_hash, status, response, created_at) VALUES (?, 'h', 200, '{}', ?)",
+                [("old", "2020-01-01T00:00:00+00:00"), ("new", "2999-01-01T00:00:00+00:00")],
+            )
+        )
+    async with Journal(path) as journal:
+        keys = await journal.read(lambda conn: [k for (k,) in conn.execute("SELECT key FROM idempotency")])
+    assert keys == ["new"]
