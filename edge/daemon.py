@@ -32,7 +32,7 @@ class EdgeDaemon:
         self.link = HubLink(settings, self.journal, software=f"storelink-edge {VERSION}")
         self.snapshots = Snapshots(settings)
         self.bus = EventBus()
-        self.till = Till(settings, self.journal, self.bus)
+        self.till = Till(settings, self.journal, self.bus, on_outbox=self.link.notify_outbox)
         self.http_port: int | None = None
 
     async def __aenter__(self) -> EdgeDaemon:

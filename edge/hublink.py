@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import shutil
 import sqlite3
 import ssl
+from datetime import datetime
+from functools import partial
 from types import TracebackType
 
 import aiomqtt
@@ -14,12 +17,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import EdgeSettings
 from edge.journal import Journal
-from protocol import Backoff, Status, encode, offline_will, topics, utcnow
+from edge.outbox import apply_ack, read_batch
+from protocol import Ack, Backoff, DecodeError, Resend, Status, decode, encode, offline_will, topics, utcnow
 from protocol.aio import cancel_and_wait, retry_forever
+from protocol.topics import TopicKind
 
 __all__ = ["HubLink"]
 
 log = logging.getLogger(__name__)
+WINDOW = 2_000  # events in flight beyond the last ack
+ACK_TIMEOUT_S = 10  # no ack for this long with events in flight: send them again
+IDLE_POLL_S = 2.0  # also catches events written by another process (CLI)
+DISK_LOW_BYTES = 100 * 1024 * 1024  # below this the till still sells, but says so
 
 
 class HubLink:
@@ -44,6 +53,15 @@ class HubLink:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self._wake = asyncio.Event()  # new outbox events, an ack or a resend request
+        self._acked = 0  # highest seq the hub has confirmed (mirrors the journal)
+        self._sent = 0  # highest seq published on this connection
+        self.last_ack_at: datetime | None = None
+        self.alarms: list[str] = []
+
+    def notify_outbox(self) -> None:
+        """Called by the till after it committed outbox events."""
+        self._wake.set()
 
     def _new_client(self) -> aiomqtt.Client:
         mqtt = self._settings.mqtt
@@ -63,7 +81,10 @@ class HubLink:
     async def status(self, *, online: bool = True) -> Status:
         """The status message this edge publishes now."""
         state = await self._journal.state()
+        free = (await asyncio.to_thread(shutil.disk_usage, self._settings.state_dir)).free
+        self.alarms = ["disk_low"] if free < DISK_LOW_BYTES else []
         return Status(
+            alarms=self.alarms,
             online=online,
             store=self._settings.store,
             epoch=state.epoch,
@@ -83,12 +104,59 @@ class HubLink:
             await self._publish_status(client)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        down = topics.down_filter(self._settings.store)
-        codes = await client.subscribe(down, qos=1)
-        if any(_refused(code) for code in codes):
-            raise aiomqtt.MqttError(f"broker refused subscription to {down}; check its ACL")
         async for message in client.messages:
-            log.debug("no handler yet for %s", message.topic)
+            try:
+                topic = topics.parse_topic(str(message.topic))
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                if topic.kind is TopicKind.DOWN_ACK:
+                    await self._on_ack(decode(Ack, payload))
+                elif topic.kind is TopicKind.DOWN_RESEND:
+                    self._on_resend(decode(Resend, payload))
+                else:
+                    log.debug("no handler yet for %s", message.topic)
+            except (DecodeError, ValueError) as err:
+                log.warning("ignoring message on %s: %s", message.topic, err)
+
+    async def _on_ack(self, ack: Ack) -> None:
+        done = await self._journal.transaction(lambda conn: apply_ack(conn, ack.epoch, ack.acked_through))
+        self.last_ack_at = utcnow()
+        if done is not None:
+            self._acked = done.acked_through
+            self._sent = max(self._sent, self._acked)
+            self._wake.set()
+
+    def _on_resend(self, resend: Resend) -> None:
+        if resend.from_seq - 1 < self._sent:
+            log.info("hub asked to resend from seq %d", resend.from_seq)
+            self._sent = max(self._acked, resend.from_seq - 1)
+            self._wake.set()
+
+    async def _uplink(self, client: aiomqtt.Client) -> None:
+        """Send the outbox in batches, at most WINDOW events ahead of the hub's ack."""
+        store = self._settings.store
+        state = await self._journal.state()
+        self._acked = self._sent = state.acked_through  # after a reconnect, resend everything unacked
+        while True:
+            self._wake.clear()
+            while self._sent - self._acked < WINDOW:
+                batch = await self._journal.read(partial(read_batch, store=store, after_seq=self._sent))
+                if batch is None:
+                    break
+                await client.publish(topics.up_events(store), encode(batch), qos=1)
+                self._sent = batch.seq_to
+            waiting = self._sent > self._acked
+            try:
+                async with asyncio.timeout(ACK_TIMEOUT_S if waiting else IDLE_POLL_S):
+                    await self._wake.wait()
+            except TimeoutError:
+                if waiting:
+                    log.info(
+                        "no ack for seq %d-%d within %ds; sending again",
+                        self._acked + 1,
+                        self._sent,
+                        ACK_TIMEOUT_S,
+                    )
+                    self._sent = self._acked
 
     async def _session(self) -> None:
         try:
@@ -98,9 +166,14 @@ class HubLink:
                 self.connected.set()
                 self._backoff.connected()
                 log.info("connected to the hub's broker %s", self._settings.mqtt.host)
+                down = topics.down_filter(self._settings.store)
+                codes = await client.subscribe(down, qos=1)
+                if any(_refused(code) for code in codes):
+                    raise aiomqtt.MqttError(f"broker refused subscription to {down}; check its ACL")
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._heartbeat(client), name="edge-status-heartbeat")
                     group.create_task(self._consume(client), name="edge-hub-consume")
+                    group.create_task(self._uplink(client), name="edge-uplink")
         finally:
             self._client = None
             self.connected.clear()

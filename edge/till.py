@@ -105,10 +105,18 @@ def _audit(
 class Till:
     """Order, payment, refund and shift commands over the journal."""
 
-    def __init__(self, settings: EdgeSettings, journal: Journal, bus: EventBus):
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        journal: Journal,
+        bus: EventBus,
+        *,
+        on_outbox: Callable[[], None] | None = None,
+    ):
         self._settings = settings
         self._journal = journal
         self._bus = bus
+        self._on_outbox = on_outbox
         self._zone = ZoneInfo(settings.timezone)
         # The order JSON last saved, so an outbox event in the same transaction reuses it.
         # Safe as a plain attribute: transactions run one at a time on the journal thread.
@@ -144,6 +152,8 @@ class Till:
             return reply, False
 
         reply, replayed = await self._journal.transaction(tx, durable=durable)
+        if durable and not replayed and self._on_outbox is not None:
+            self._on_outbox()  # durable commands are the ones that append outbox events
         if not replayed and "order" in reply.body:
             order = reply.body["order"]
             self._bus.publish(Event("order.updated", order, order_id=order["id"]))
@@ -404,7 +414,13 @@ class Till:
                 refunds = add_to(refunds, order.tenders[index].method, amount)
             save_shift(conn, shift.model_copy(update={"refunds": refunds}))
             _audit(conn, staff, "order.refund", order_id, f"{refund.total_fen} fen: {reason}")
-            event = {"order_id": order.id, "store": order.store, "refund": refund.model_dump(mode="json")}
+            event = {
+                "order_id": order.id,
+                "store": order.store,
+                # the refund counts on the business day it was given, not the sale's
+                "business_day": business_day(now, self._zone, self._settings.cutover_hour).isoformat(),
+                "refund": refund.model_dump(mode="json"),
+            }
             append_event(conn, "order.refunded", json.dumps(event), now.isoformat())
             return Reply(
                 201, {"order": order.model_dump(mode="json"), "refund": refund.model_dump(mode="json")}

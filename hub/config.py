@@ -27,6 +27,9 @@ class MqttSettings(BaseModel):
     tls: bool = False
     ca_file: Path | None = None
     keepalive: int = Field(30, ge=5, le=3600)
+    shared_subscription: bool = Field(
+        False, description="consume up/# via $share/storelink-hub/ so several hubs split the work"
+    )
 
 
 class BrokerSettings(BaseModel):

@@ -14,16 +14,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.db import Database
 from hub.errors import NotFound
+from hub.ingest import ingest_batch
 from hub.stores import record_status
-from protocol import Backoff, DecodeError, Status, decode, topics
+from protocol import Ack, Backoff, DecodeError, EventBatch, Resend, Status, decode, encode, topics
 from protocol.aio import cancel_and_wait, retry_forever
 from protocol.topics import TopicKind
 
 __all__ = ["BrokerLink", "MqttTarget"]
 
 log = logging.getLogger(__name__)
-_MAX_QUEUED = 10_000  # aiomqtt drops beyond this; a status is re-sent every heartbeat
+# aiomqtt drops beyond this (after paho has PUBACKed): harmless, because a status is re-sent
+# every heartbeat and an event batch is re-sent until down/ack covers it.
+_MAX_QUEUED = 10_000
 _DRAIN_S = 2.0  # on shutdown, how long the message being recorded may still take
+GAP_TIMEOUT_S = 5.0  # a missing seq not filled by then is asked for with down/resend
 Handler = Callable[[str, bytes, bool], Awaitable[None]]
 
 
@@ -40,6 +44,7 @@ class MqttTarget:
         tls: bool = False,
         ca_file: str | None = None,
         keepalive: int = 30,
+        shared: bool = False,
     ):
         self.host = host
         self.port = port
@@ -47,6 +52,7 @@ class MqttTarget:
         self.password = password
         self.tls_context = ssl.create_default_context(cafile=ca_file) if tls else None
         self.keepalive = keepalive
+        self.shared = shared
 
     def client(self) -> aiomqtt.Client:
         """A new aiomqtt client for this target."""
@@ -73,7 +79,14 @@ class BrokerLink:
         self._unknown_logged: set[str] = set()
         self._backoff = Backoff(initial=0.5, cap=30.0)
         self.connected = asyncio.Event()
-        self._handlers: dict[TopicKind, Handler] = {TopicKind.STATUS: self._on_status}
+        self._handlers: dict[TopicKind, Handler] = {
+            TopicKind.STATUS: self._on_status,
+            TopicKind.UP_EVENTS: self._on_events,
+        }
+        self._client: aiomqtt.Client | None = None
+        # (store, epoch) -> (loop time the gap was first seen, seq to resend from)
+        self._gaps: dict[tuple[str, int], tuple[float, int]] = {}
+        self.stats = {"batches": 0, "events": 0, "duplicates": 0, "conflicts": 0, "rejected": 0}
 
     async def __aenter__(self) -> BrokerLink:
         self._task = asyncio.create_task(
@@ -104,20 +117,28 @@ class BrokerLink:
     async def _session(self) -> None:
         try:
             async with self._target.client() as client:
-                codes = await client.subscribe(topics.ALL_STATUS, qos=1)
-                if any(_refused(code) for code in codes):
-                    raise aiomqtt.MqttError(f"broker refused subscription to {topics.ALL_STATUS}")
+                up = topics.shared(topics.ALL_UP) if self._target.shared else topics.ALL_UP
+                for filter_ in (topics.ALL_STATUS, up):
+                    codes = await client.subscribe(filter_, qos=1)
+                    if any(_refused(code) for code in codes):
+                        raise aiomqtt.MqttError(f"broker refused subscription to {filter_}")
+                self._client = client
                 self.connected.set()
                 self._backoff.connected()
                 log.info("connected to MQTT broker %s:%d", self._target.host, self._target.port)
-                async for message in client.messages:
-                    payload = message.payload if isinstance(message.payload, bytes) else b""
-                    self._inflight = asyncio.create_task(
-                        self._dispatch(str(message.topic), payload, message.retain),
-                        name="hub-link-dispatch",
-                    )
-                    await asyncio.shield(self._inflight)
+                gap_watch = asyncio.create_task(self._watch_gaps(client), name="hub-gap-watch")
+                try:
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else b""
+                        self._inflight = asyncio.create_task(
+                            self._dispatch(str(message.topic), payload, message.retain),
+                            name="hub-link-dispatch",
+                        )
+                        await asyncio.shield(self._inflight)
+                finally:
+                    await cancel_and_wait(gap_watch, log)
         finally:
+            self._client = None
             self.connected.clear()
 
     async def _dispatch(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -130,11 +151,55 @@ class BrokerLink:
                 return
             await handler(parsed.store, payload, retained)
         except DecodeError as err:
+            self.stats["rejected"] += 1
             log.warning("ignoring message on %s: %s", topic, err)
         except (SQLAlchemyError, OSError) as err:
             log.warning("could not record message on %s (database: %s)", topic, err)
         except Exception:
             log.exception("could not handle message on %s", topic)
+
+    async def _on_events(self, store: str, payload: bytes, retained: bool) -> None:
+        """Commit a batch, then acknowledge through the highest contiguous seq."""
+        batch = decode(EventBatch, payload)
+        try:
+            result = await ingest_batch(self._db, store, batch)
+        except NotFound:
+            self._log_unknown(store)
+            return
+        self.stats["batches"] += 1
+        self.stats["events"] += result.inserted
+        self.stats["duplicates"] += result.duplicates
+        self.stats["conflicts"] += result.conflicts
+        key = (store, result.epoch)
+        if result.gap:
+            self._gaps.setdefault(key, (asyncio.get_running_loop().time(), result.acked_through + 1))
+        else:
+            self._gaps.pop(key, None)
+        if self._client is not None:
+            ack = Ack(epoch=result.epoch, acked_through=result.acked_through)
+            await self._client.publish(topics.down_ack(store), encode(ack), qos=1)
+
+    async def _watch_gaps(self, client: aiomqtt.Client) -> None:
+        """Ask for a resend when a gap has stayed open for GAP_TIMEOUT_S."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = asyncio.get_running_loop().time()
+            for (store, epoch), (since, from_seq) in list(self._gaps.items()):
+                if now - since >= GAP_TIMEOUT_S:
+                    log.info(
+                        "store %s epoch %d: gap before seq %d; asking for a resend", store, epoch, from_seq
+                    )
+                    await client.publish(
+                        topics.down_resend(store), encode(Resend(epoch=epoch, from_seq=from_seq)), qos=1
+                    )
+                    self._gaps[(store, epoch)] = (now, from_seq)
+
+    def _log_unknown(self, store: str) -> None:
+        if store not in self._unknown_logged and len(self._unknown_logged) < 1000:
+            self._unknown_logged.add(store)
+            log.warning(
+                "message from unregistered store '%s'; run `storelink-hub store add %s`", store, store
+            )
 
     async def _on_status(self, store: str, payload: bytes, retained: bool) -> None:
         status = decode(Status, payload)
@@ -143,13 +208,7 @@ class BrokerLink:
         try:
             await record_status(self._db, store, status, retained=retained)
         except NotFound:
-            if store not in self._unknown_logged and len(self._unknown_logged) < 1000:
-                self._unknown_logged.add(store)
-                log.warning(
-                    "status from unregistered store '%s'; run `storelink-hub store add %s`",
-                    store,
-                    store,
-                )
+            self._log_unknown(store)
         else:
             self._unknown_logged.discard(store)
 

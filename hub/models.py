@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["ApiToken", "Base", "Store", "User", "UserStore"]
+__all__ = [
+    "ApiToken",
+    "Base",
+    "HubOrder",
+    "HubRefund",
+    "HubShift",
+    "Reconciliation",
+    "Store",
+    "StoreEvent",
+    "SyncState",
+    "User",
+    "UserStore",
+]
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -86,3 +110,93 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class SyncState(Base):
+    """Per store and epoch: how far the hub has committed without a gap."""
+
+    __tablename__ = "sync_state"
+
+    store: Mapped[str] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    acked_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sync: Mapped[datetime | None]
+
+
+class StoreEvent(Base):
+    """Every event a store sent, once: the idempotency key of ingest."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("store", "epoch", "seq", name="uq_events_store_epoch_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    store: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime]
+    body_hash: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+
+
+class HubOrder(Base):
+    """A store's closed (paid or voided) order; the order id is unique chain-wide."""
+
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_store_day", "store", "business_day"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    store: Mapped[str] = mapped_column(String(32))
+    number: Mapped[int] = mapped_column(Integer)
+    business_day: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    total_fen: Mapped[int] = mapped_column(BigInteger)
+    closed_at: Mapped[datetime | None]
+    body_hash: Mapped[str] = mapped_column(String(64))
+    doc: Mapped[dict[str, Any]]
+
+
+class HubRefund(Base):
+    """A refund of an order, dated by the store's business day when it was given."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (Index("ix_refunds_store_day", "store", "business_day"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(36), index=True)
+    store: Mapped[str] = mapped_column(String(32))
+    business_day: Mapped[date] = mapped_column(Date)
+    total_fen: Mapped[int] = mapped_column(BigInteger)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    doc: Mapped[dict[str, Any]]
+
+
+class HubShift(Base):
+    """A store's shift as last reported (opened, then closed)."""
+
+    __tablename__ = "shifts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    store: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    doc: Mapped[dict[str, Any]]
+
+
+class Reconciliation(Base):
+    """The same key arrived with a different body: kept for a person to decide, never overwritten."""
+
+    __tablename__ = "reconciliation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    store: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(80))
+    existing_hash: Mapped[str] = mapped_column(String(64))
+    incoming: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)

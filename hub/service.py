@@ -58,6 +58,7 @@ class Hub:
             tls=mqtt.tls,
             ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
             keepalive=mqtt.keepalive,
+            shared=mqtt.shared_subscription,
         )
 
     async def __aenter__(self) -> Hub:

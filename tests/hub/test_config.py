@@ -15,7 +15,7 @@ from protocol import ConfigError, load_settings
         ('database_url = "not a url"\n', "database_url: Value error, not a database URL"),
         ("[broker]\nport = 0\n", "broker.port:"),
         ('[mqtt]\nhost = ""\n', "mqtt.host:"),
-        ("[mqtt]\nshared_subscription = true\n", "mqtt.shared_subscription: unknown setting"),
+        ("[mqtt]\nshared_subscrption = true\n", "mqtt.shared_subscrption: unknown setting"),
         ('[mqtt]\nhost = "h"\nca_file = "/x.pem"\n', "mqtt.ca_file is set but mqtt.tls is false"),
     ],
 )

@@ -1,0 +1,265 @@
+"""Hub ingest: a store's event batches land in hub tables exactly once in effect.
+
+One database transaction per batch. `UNIQUE(store, epoch, seq)` makes a re-delivered
+event a no-op; `UNIQUE(order id)` does the same for an order re-sent under a new epoch.
+The same key with a different body is kept in `reconciliation` for a person to decide;
+nothing is ever overwritten. The hub acknowledges only through the highest seq it holds
+without a gap, and only after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.db import Database
+from hub.errors import NotFound
+from hub.models import HubOrder, HubRefund, HubShift, Reconciliation, Store, StoreEvent, SyncState
+from protocol import DecodeError, Event, EventBatch
+
+__all__ = ["IngestResult", "ingest_batch"]
+
+log = logging.getLogger(__name__)
+
+
+class _OrderBody(BaseModel):
+    """What the hub needs from an `order.paid` / `order.voided` body (the rest is kept as is)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    store: str
+    number: int
+    business_day: date
+    status: Literal["paid", "voided"]
+    total_fen: int
+    closed_at: datetime | None = None
+
+
+class _RefundInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    total_fen: int
+
+
+class _RefundBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    order_id: str
+    store: str
+    business_day: date
+    refund: _RefundInfo
+
+
+class _ShiftBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: Literal["open", "closed"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one batch did, and what to acknowledge."""
+
+    store: str
+    epoch: int
+    acked_through: int
+    max_seq: int
+    inserted: int
+    duplicates: int
+    conflicts: int
+
+    @property
+    def gap(self) -> bool:
+        """True if events above the ack are held but one before them is missing."""
+        return self.max_seq > self.acked_through
+
+
+def _hash(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class _Batch:
+    """The work of one batch inside its transaction."""
+
+    def __init__(self, session: AsyncSession, store: str, epoch: int, now: datetime):
+        self.session, self.store, self.epoch, self.now = session, store, epoch, now
+        self.conflicts = 0
+
+    def conflict(self, seq: int, kind: str, key: str, existing: str, incoming: dict[str, Any]) -> None:
+        self.conflicts += 1
+        log.warning(
+            "store %s: %s %s arrived again with a different body; kept for reconciliation",
+            self.store,
+            kind,
+            key,
+        )
+        self.session.add(
+            Reconciliation(
+                store=self.store,
+                epoch=self.epoch,
+                seq=seq,
+                kind=kind,
+                key=key[:80],
+                existing_hash=existing,
+                incoming=incoming,
+                received_at=self.now,
+                resolved=False,
+            )
+        )
+
+    async def apply(self, event: Event) -> None:
+        """Turn one new event into hub rows; an unusable body is kept for reconciliation."""
+        try:
+            if event.type in ("order.paid", "order.voided"):
+                await self._order(event)
+            elif event.type == "order.refunded":
+                await self._refund(event)
+            elif event.type in ("shift.opened", "shift.closed"):
+                await self._shift(event)
+            else:
+                log.debug("store %s: event type %s is stored but has no table yet", self.store, event.type)
+        except (ValidationError, ValueError) as err:
+            self.conflict(
+                event.seq, "invalid", str(event.id), "", {"type": event.type, "error": str(err)[:500]}
+            )
+
+    async def _order(self, event: Event) -> None:
+        body = _OrderBody.model_validate(event.body)
+        if body.store != self.store:
+            raise ValueError(f"order {body.id} names store {body.store!r}")
+        digest = _hash(event.body)
+        existing = await self.session.get(HubOrder, body.id)
+        if existing is None:
+            self.session.add(
+                HubOrder(
+                    id=body.id,
+                    store=self.store,
+                    number=body.number,
+                    business_day=body.business_day,
+                    status=body.status,
+                    total_fen=body.total_fen,
+                    closed_at=body.closed_at,
+                    body_hash=digest,
+                    doc=event.body,
+                )
+            )
+        elif existing.body_hash != digest:
+            self.conflict(event.seq, "order", body.id, existing.body_hash, event.body)
+
+    async def _refund(self, event: Event) -> None:
+        body = _RefundBody.model_validate(event.body)
+        if body.store != self.store:
+            raise ValueError(f"refund of order {body.order_id} names store {body.store!r}")
+        digest = _hash(event.body)
+        existing = await self.session.get(HubRefund, body.refund.id)
+        if existing is None:
+            self.session.add(
+                HubRefund(
+                    id=body.refund.id,
+                    order_id=body.order_id,
+                    store=self.store,
+                    business_day=body.business_day,
+                    total_fen=body.refund.total_fen,
+                    body_hash=digest,
+                    doc=event.body,
+                )
+            )
+        elif existing.body_hash != digest:
+            self.conflict(event.seq, "refund", body.refund.id, existing.body_hash, event.body)
+
+    async def _shift(self, event: Event) -> None:
+        body = _ShiftBody.model_validate(event.body)
+        existing = await self.session.get(HubShift, body.id)
+        if existing is None:
+            self.session.add(HubShift(id=body.id, store=self.store, status=body.status, doc=event.body))
+        elif body.status == "closed":  # "opened" arriving late must not reopen a closed shift
+            existing.status, existing.doc = "closed", event.body
+
+
+async def _sync_state(session: AsyncSession, store: str, epoch: int) -> SyncState:
+    state = await session.get(SyncState, (store, epoch), with_for_update=True)
+    if state is None:
+        state = SyncState(store=store, epoch=epoch, acked_through=0, max_seq=0, last_sync=None)
+        session.add(state)
+        await session.flush()
+    return state
+
+
+async def ingest_batch(db: Database, topic_store: str, batch: EventBatch) -> IngestResult:
+    """Commit one batch and return what to acknowledge; `DecodeError` if it is not this store's."""
+    if batch.store != topic_store:
+        raise DecodeError(
+            "EventBatch", f"store {batch.store!r} does not match the topic's store {topic_store!r}"
+        )
+    now = datetime.now(UTC)
+    inserted = duplicates = 0
+    async with db.session() as session, session.begin():
+        if await session.get(Store, topic_store) is None:
+            raise NotFound(f"events from unregistered store '{topic_store}'")
+        state = await _sync_state(session, topic_store, batch.epoch)
+        work = _Batch(session, topic_store, batch.epoch, now)
+        rows = await session.execute(
+            select(StoreEvent.seq, StoreEvent.body_hash).where(
+                StoreEvent.store == topic_store,
+                StoreEvent.epoch == batch.epoch,
+                StoreEvent.seq.between(batch.seq_from, batch.seq_to),
+            )
+        )
+        known = dict(rows.tuples().all())
+        for event in batch.events:
+            body = event.model_dump(mode="json")
+            digest = _hash(body)
+            if event.seq in known:
+                if known[event.seq] == digest:
+                    duplicates += 1
+                else:
+                    work.conflict(event.seq, "seq", f"{batch.epoch}:{event.seq}", known[event.seq], body)
+                continue
+            session.add(
+                StoreEvent(
+                    store=topic_store,
+                    epoch=batch.epoch,
+                    seq=event.seq,
+                    event_id=str(event.id),
+                    type=event.type,
+                    ts=event.ts,
+                    body_hash=digest,
+                    body=body,
+                    received_at=now,
+                )
+            )
+            await work.apply(event)
+            inserted += 1
+        await session.flush()
+        held = await session.scalars(
+            select(StoreEvent.seq)
+            .where(
+                StoreEvent.store == topic_store,
+                StoreEvent.epoch == batch.epoch,
+                StoreEvent.seq > state.acked_through,
+            )
+            .order_by(StoreEvent.seq)
+        )
+        acked = state.acked_through
+        for seq in held:
+            if seq != acked + 1:
+                break
+            acked = seq
+        state.acked_through = acked
+        state.max_seq = max(state.max_seq, batch.seq_to)
+        state.last_sync = now
+        return IngestResult(
+            topic_store, batch.epoch, acked, state.max_seq, inserted, duplicates, work.conflicts
+        )
