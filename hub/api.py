@@ -58,7 +58,7 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 async def read_body(request: web.Request, model: type[M]) -> M:
     """Parse and validate the JSON body, raising a 4xx problem for anything malformed."""
     if request.content_type != "application/json":
-        raise _ProblemError(
+        raise ProblemError(
             Problem(title="Unsupported media type", status=415, detail="send application/json")
         )
     raw = await request.read()
@@ -67,13 +67,11 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     except ValidationError as err:
         first = err.errors()[0]
         if first["type"] == "json_invalid":
-            raise _ProblemError(
-                Problem(title="Malformed JSON", status=400, detail=str(first["msg"]))
-            ) from err
-        raise _ProblemError(validation_problem(err, instance=request.path)) from err
+            raise ProblemError(Problem(title="Malformed JSON", status=400, detail=str(first["msg"]))) from err
+        raise ProblemError(validation_problem(err, instance=request.path)) from err
 
 
-class _ProblemError(Exception):
+class ProblemError(Exception):
     """Carries a ready problem from deep in a handler to the middleware."""
 
     def __init__(self, problem: Problem):
@@ -86,7 +84,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Render every error as problem+json; never leak a traceback or return a bare 500."""
     try:
         return await handler(request)
-    except _ProblemError as err:
+    except ProblemError as err:
         body = err.problem.body()
         return web.json_response(body, status=err.problem.status, content_type=PROBLEM_JSON)
     except AuthError as err:
@@ -213,4 +211,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     app.router.add_delete("/api/v1/auth/token", delete_token)
     app.router.add_get("/api/v1/me", me)
     app.router.add_get("/api/v1/stores", stores)
+    from hub import api_sales  # noqa: PLC0415 - it imports helpers from this module
+
+    api_sales.add_routes(app)
     return app

@@ -61,6 +61,7 @@ _CHAIN_WIDE = {Role.OWNER, Role.MARKETING, Role.FINANCE}
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "stores.read": frozenset(Role),
+    "sales.read": frozenset(Role),
     "stores.write": frozenset({Role.OWNER}),
     "users.write": frozenset({Role.OWNER}),
 }
