@@ -217,7 +217,7 @@ async def ingest_batch(db: Database, topic_store: str, batch: EventBatch) -> Ing
                 StoreEvent.seq.between(batch.seq_from, batch.seq_to),
             )
         )
-        known: dict[int, str] = {seq: digest for seq, digest in rows.all()}
+        known: dict[int, str] = dict(rows.all())
         for event in batch.events:
             body = event.model_dump(mode="json")
             digest = _hash(body)
