@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db import Database
@@ -91,11 +91,14 @@ def _hash(value: Any) -> str:
 
 
 class _Batch:
-    """The work of one batch inside its transaction."""
+    """The work of one batch inside its transaction: validate all, look up all, insert all."""
 
     def __init__(self, session: AsyncSession, store: str, epoch: int, now: datetime):
         self.session, self.store, self.epoch, self.now = session, store, epoch, now
         self.conflicts = 0
+        self.orders: dict[str, tuple[int, _OrderBody, dict[str, Any]]] = {}
+        self.refunds: dict[str, tuple[int, _RefundBody, dict[str, Any]]] = {}
+        self.shifts: list[tuple[_ShiftBody, dict[str, Any]]] = []
 
     def conflict(self, seq: int, kind: str, key: str, existing: str, incoming: dict[str, Any]) -> None:
         self.conflicts += 1
@@ -119,15 +122,21 @@ class _Batch:
             )
         )
 
-    async def apply(self, event: Event) -> None:
-        """Turn one new event into hub rows; an unusable body is kept for reconciliation."""
+    def collect(self, event: Event) -> None:
+        """Validate one new event's body; an unusable one is kept for reconciliation."""
         try:
             if event.type in ("order.paid", "order.voided"):
-                await self._order(event)
+                order = _OrderBody.model_validate(event.body)
+                if order.store != self.store:
+                    raise ValueError(f"order {order.id} names store {order.store!r}")
+                self._once(self.orders, order.id, (event.seq, order, event.body), "order")
             elif event.type == "order.refunded":
-                await self._refund(event)
+                refund = _RefundBody.model_validate(event.body)
+                if refund.store != self.store:
+                    raise ValueError(f"refund of order {refund.order_id} names store {refund.store!r}")
+                self._once(self.refunds, refund.refund.id, (event.seq, refund, event.body), "refund")
             elif event.type in ("shift.opened", "shift.closed"):
-                await self._shift(event)
+                self.shifts.append((_ShiftBody.model_validate(event.body), event.body))
             else:
                 log.debug("store %s: event type %s is stored but has no table yet", self.store, event.type)
         except (ValidationError, ValueError) as err:
@@ -135,57 +144,84 @@ class _Batch:
                 event.seq, "invalid", str(event.id), "", {"type": event.type, "error": str(err)[:500]}
             )
 
-    async def _order(self, event: Event) -> None:
-        body = _OrderBody.model_validate(event.body)
-        if body.store != self.store:
-            raise ValueError(f"order {body.id} names store {body.store!r}")
-        digest = _hash(event.body)
-        existing = await self.session.get(HubOrder, body.id)
-        if existing is None:
-            self.session.add(
-                HubOrder(
-                    id=body.id,
-                    store=self.store,
-                    number=body.number,
-                    business_day=body.business_day,
-                    status=body.status,
-                    total_fen=body.total_fen,
-                    closed_at=body.closed_at,
-                    body_hash=digest,
-                    doc=event.body,
-                )
-            )
-        elif existing.body_hash != digest:
-            self.conflict(event.seq, "order", body.id, existing.body_hash, event.body)
+    def _once(self, seen: dict[str, Any], key: str, item: tuple[int, Any, dict[str, Any]], kind: str) -> None:
+        if key not in seen:
+            seen[key] = item
+        elif _hash(seen[key][2]) != _hash(item[2]):
+            self.conflict(item[0], kind, key, _hash(seen[key][2]), item[2])
 
-    async def _refund(self, event: Event) -> None:
-        body = _RefundBody.model_validate(event.body)
-        if body.store != self.store:
-            raise ValueError(f"refund of order {body.order_id} names store {body.store!r}")
-        digest = _hash(event.body)
-        existing = await self.session.get(HubRefund, body.refund.id)
-        if existing is None:
-            self.session.add(
-                HubRefund(
-                    id=body.refund.id,
-                    order_id=body.order_id,
-                    store=self.store,
-                    business_day=body.business_day,
-                    total_fen=body.refund.total_fen,
-                    body_hash=digest,
-                    doc=event.body,
-                )
-            )
-        elif existing.body_hash != digest:
-            self.conflict(event.seq, "refund", body.refund.id, existing.body_hash, event.body)
+    async def write(self) -> None:
+        """Insert new orders and refunds (one query to find the known ones), then shifts."""
+        await self._write_orders()
+        await self._write_refunds()
+        for shift, body in self.shifts:
+            existing = await self.session.get(HubShift, shift.id)
+            if existing is None:
+                self.session.add(HubShift(id=shift.id, store=self.store, status=shift.status, doc=body))
+            elif shift.status == "closed":  # "opened" arriving late must not reopen a closed shift
+                existing.status, existing.doc = "closed", body
 
-    async def _shift(self, event: Event) -> None:
-        body = _ShiftBody.model_validate(event.body)
-        existing = await self.session.get(HubShift, body.id)
-        if existing is None:
-            self.session.add(HubShift(id=body.id, store=self.store, status=body.status, doc=event.body))
-        elif body.status == "closed":  # "opened" arriving late must not reopen a closed shift
-            existing.status, existing.doc = "closed", event.body
+    async def _write_orders(self) -> None:
+        if self.orders:
+            known = dict(
+                (
+                    await self.session.execute(
+                        select(HubOrder.id, HubOrder.body_hash).where(HubOrder.id.in_(self.orders))
+                    )
+                ).all()
+            )
+            rows = []
+            for key, (seq, order, body) in self.orders.items():
+                digest = _hash(body)
+                if key in known:
+                    if known[key] != digest:
+                        self.conflict(seq, "order", key, known[key], body)
+                    continue
+                rows.append(
+                    {
+                        "id": key,
+                        "store": self.store,
+                        "number": order.number,
+                        "business_day": order.business_day,
+                        "status": order.status,
+                        "total_fen": order.total_fen,
+                        "closed_at": order.closed_at,
+                        "body_hash": digest,
+                        "doc": body,
+                    }
+                )
+            if rows:
+                await self.session.execute(insert(HubOrder), rows)
+
+    async def _write_refunds(self) -> None:
+        if self.refunds:
+            known = dict(
+                (
+                    await self.session.execute(
+                        select(HubRefund.id, HubRefund.body_hash).where(HubRefund.id.in_(self.refunds))
+                    )
+                ).all()
+            )
+            rows = []
+            for key, (seq, refund, body) in self.refunds.items():
+                digest = _hash(body)
+                if key in known:
+                    if known[key] != digest:
+                        self.conflict(seq, "refund", key, known[key], body)
+                    continue
+                rows.append(
+                    {
+                        "id": key,
+                        "order_id": refund.order_id,
+                        "store": self.store,
+                        "business_day": refund.business_day,
+                        "total_fen": refund.refund.total_fen,
+                        "body_hash": digest,
+                        "doc": body,
+                    }
+                )
+            if rows:
+                await self.session.execute(insert(HubRefund), rows)
 
 
 async def _sync_state(session: AsyncSession, store: str, epoch: int) -> SyncState:
@@ -204,7 +240,7 @@ async def ingest_batch(db: Database, topic_store: str, batch: EventBatch) -> Ing
             "EventBatch", f"store {batch.store!r} does not match the topic's store {topic_store!r}"
         )
     now = datetime.now(UTC)
-    inserted = duplicates = 0
+    duplicates = 0
     async with db.session() as session, session.begin():
         if await session.get(Store, topic_store) is None:
             raise NotFound(f"events from unregistered store '{topic_store}'")
@@ -218,6 +254,7 @@ async def ingest_batch(db: Database, topic_store: str, batch: EventBatch) -> Ing
             )
         )
         known: dict[int, str] = dict(rows.all())
+        new_rows: list[dict[str, Any]] = []
         for event in batch.events:
             body = event.model_dump(mode="json")
             digest = _hash(body)
@@ -227,21 +264,25 @@ async def ingest_batch(db: Database, topic_store: str, batch: EventBatch) -> Ing
                 else:
                     work.conflict(event.seq, "seq", f"{batch.epoch}:{event.seq}", known[event.seq], body)
                 continue
-            session.add(
-                StoreEvent(
-                    store=topic_store,
-                    epoch=batch.epoch,
-                    seq=event.seq,
-                    event_id=str(event.id),
-                    type=event.type,
-                    ts=event.ts,
-                    body_hash=digest,
-                    body=body,
-                    received_at=now,
-                )
+            new_rows.append(
+                {
+                    "store": topic_store,
+                    "epoch": batch.epoch,
+                    "seq": event.seq,
+                    "event_id": str(event.id),
+                    "type": event.type,
+                    "ts": event.ts,
+                    "body_hash": digest,
+                    "body": body,
+                    "received_at": now,
+                }
             )
-            await work.apply(event)
-            inserted += 1
+            known[event.seq] = digest
+            work.collect(event)
+        if new_rows:
+            await session.execute(insert(StoreEvent), new_rows)
+        inserted = len(new_rows)
+        await work.write()
         await session.flush()
         held = await session.scalars(
             select(StoreEvent.seq)
