@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,6 +29,7 @@ from protocol import new_id
 
 __all__ = [
     "AccessError",
+    "PairingGuard",
     "Principal",
     "Role",
     "StaffDocument",
@@ -163,14 +165,39 @@ async def create_pairing_code(journal: Journal, now: datetime | None = None) -> 
     return code
 
 
-class _PairingGuard:
-    """Six digits are guessable; after a few wrong codes every pending code is void."""
+class PairingGuard:
+    """Six digits are guessable: each address gets a few wrong codes per window, then waits.
 
-    failures = 0
+    Per address (bounded table), so a stranger on the LAN cannot lock the installer out.
+    """
+
+    def __init__(
+        self, max_failures: int = MAX_PAIRING_FAILURES, window_s: float = 300.0, max_keys: int = 1000
+    ):
+        self.max_failures, self.window_s, self.max_keys = max_failures, window_s, max_keys
+        self._failures: dict[str, list[float]] = {}
+
+    def check(self, address: str) -> None:
+        """Raise `AccessError` (429) if this address has guessed wrong too often lately."""
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(address, []) if now - t < self.window_s]
+        self._failures[address] = recent
+        if len(recent) >= self.max_failures:
+            raise AccessError("too many wrong pairing codes from this device; wait 5 minutes", status=429)
+
+    def failed(self, address: str) -> None:
+        """Count a wrong code."""
+        if address not in self._failures and len(self._failures) >= self.max_keys:
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(address, []).append(time.monotonic())
 
 
-async def pair_device(journal: Journal, code: str, name: str) -> tuple[str, str]:
+async def pair_device(
+    journal: Journal, code: str, name: str, *, guard: PairingGuard | None = None, address: str = "?"
+) -> tuple[str, str]:
     """Trade a valid pairing code for (device id, device token)."""
+    if guard is not None:
+        guard.check(address)
     now = datetime.now(UTC)
     device_id = str(new_id())
     token = DEVICE_PREFIX + secrets.token_urlsafe(32)
@@ -181,12 +208,7 @@ async def pair_device(journal: Journal, code: str, name: str) -> tuple[str, str]
             (_sha(code), _iso(now)),
         ).fetchone()
         if row is None:
-            _PairingGuard.failures += 1
-            if _PairingGuard.failures >= MAX_PAIRING_FAILURES:
-                conn.execute("DELETE FROM pairing_codes")
-                _PairingGuard.failures = 0
             return False
-        _PairingGuard.failures = 0
         conn.execute(
             "INSERT INTO devices (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
             (device_id, name, _sha(token), _iso(now)),
@@ -194,6 +216,8 @@ async def pair_device(journal: Journal, code: str, name: str) -> tuple[str, str]
         return True
 
     if not await journal.transaction(work):
+        if guard is not None:
+            guard.failed(address)
         raise AccessError(
             "pairing code is wrong or expired; run `storelink-edge pair` for a new one",
             status=401,
@@ -247,12 +271,29 @@ async def resolve_token(journal: Journal, token: str, staff: StaffDocument) -> P
     return Principal(device_id, member)
 
 
+_SIGN_IN_LOCKS: dict[str, asyncio.Lock] = {}
+_VERIFY_SLOTS = asyncio.Semaphore(2)  # argon2 takes 64 MiB per verify; a Pi has little RAM
+
+
 async def sign_in(
     journal: Journal, staff: StaffDocument, device_id: str, staff_id: str, pin: str
 ) -> tuple[str, datetime, StaffMember]:
-    """Check a PIN (5 wrong tries lock that person for 5 minutes) and open a session."""
-    now = datetime.now(UTC)
+    """Check a PIN (5 wrong tries lock that person for 5 minutes) and open a session.
+
+    Attempts for one person run one at a time, so a burst of guesses cannot all pass the
+    lock check before the first failure is counted.
+    """
     member = staff.get(staff_id)
+    key = member.id if member is not None else ""  # unknown ids share one queue, and no table rows
+    lock = _SIGN_IN_LOCKS.setdefault(key, asyncio.Lock())
+    async with lock:
+        return await _sign_in(journal, member, device_id, staff_id, pin)
+
+
+async def _sign_in(
+    journal: Journal, member: StaffMember | None, device_id: str, staff_id: str, pin: str
+) -> tuple[str, datetime, StaffMember]:
+    now = datetime.now(UTC)
 
     def locked_until(conn: sqlite3.Connection) -> str | None:
         row = conn.execute("SELECT locked_until FROM pin_failures WHERE staff_id = ?", (staff_id,)).fetchone()
@@ -262,12 +303,15 @@ async def sign_in(
     if until is not None:
         raise AccessError(f"too many wrong PINs; {staff_id} is locked until {until}", status=423)
     stored = member.pin_hash if member is not None else _DUMMY_PIN_HASH
-    ok = await asyncio.to_thread(_verify, stored, pin) and member is not None
+    async with _VERIFY_SLOTS:
+        ok = await asyncio.to_thread(_verify, stored, pin) and member is not None
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     expires = now + SESSION_TTL
 
     def record(conn: sqlite3.Connection) -> None:
         if not ok:
+            if member is None:
+                return  # nothing to lock, and no row per made-up id
             failures = conn.execute(
                 "INSERT INTO pin_failures (staff_id, failures) VALUES (?, 1) "
                 "ON CONFLICT (staff_id) DO UPDATE SET failures = failures + 1 RETURNING failures",

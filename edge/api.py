@@ -38,6 +38,7 @@ LINK = web.AppKey("link", HubLink)
 TILL = web.AppKey("till", Till)
 SNAPSHOTS = web.AppKey("snapshots", Snapshots)
 BUS = web.AppKey("bus", EventBus)
+PAIRING = web.AppKey("pairing", access.PairingGuard)
 PRINCIPAL = web.RequestKey("principal", access.Principal)
 TOKEN = web.RequestKey("token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,6 +70,8 @@ class StatusOut(BaseModel):
     epoch: int
     acked_through: int
     catalog_version: int | None
+    last_sync: datetime | None = None
+    alarms: list[str] = []
     version: str
 
 
@@ -139,6 +142,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except TillError as err:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
         return problem(err.status, _TITLES.get(err.status, "Refused"), err.detail, **headers)
+    except ValidationError as err:  # a value that passed the request model but not the order model
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return problem(422, "Unprocessable", f"{where}: {first['msg']}")
     except web.HTTPException as err:
         if err.status < 400:
             raise
@@ -155,7 +162,9 @@ def _bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.query.get("token")  # browsers cannot set headers on a WebSocket
+    if request.path == "/api/v1/events":
+        return request.query.get("token")  # browsers cannot set headers on a WebSocket
+    return None
 
 
 @web.middleware
@@ -204,6 +213,8 @@ async def status(request: web.Request) -> web.Response:
         epoch=state.epoch,
         acked_through=state.acked_through,
         catalog_version=catalog.version if catalog else None,
+        last_sync=request.app[LINK].last_ack_at,
+        alarms=request.app[LINK].alarms,
         version=VERSION,
     )
     return web.json_response(text=body.model_dump_json())
@@ -212,7 +223,9 @@ async def status(request: web.Request) -> web.Response:
 async def pair(request: web.Request) -> web.Response:
     """Trade a pairing code for a device token."""
     body = await read_body(request, PairIn)
-    device_id, token = await access.pair_device(request.app[JOURNAL], body.code, body.name)
+    device_id, token = await access.pair_device(
+        request.app[JOURNAL], body.code, body.name, guard=request.app[PAIRING], address=request.remote or "?"
+    )
     response = reply_json({"device_id": device_id, "token": token}, 201)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -270,6 +283,7 @@ def make_app(
     app[SNAPSHOTS] = snapshots
     app[TILL] = till
     app[BUS] = bus
+    app[PAIRING] = access.PairingGuard()
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/devices/pair", pair)

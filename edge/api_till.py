@@ -59,7 +59,7 @@ class LineIn(Body):
     barcode: str | None = Field(None, max_length=64)
     sku: str | None = Field(None, max_length=64)
     qty: Quantity | None = None
-    price_fen: StrictInt | None = Field(None, ge=0, description="only for open-price items")
+    price_fen: StrictInt | None = Field(None, ge=0, le=10_000_000, description="only for open-price items")
     note: str = Field("", max_length=100, pattern=_TEXT)
 
     @model_validator(mode="after")
@@ -74,7 +74,7 @@ class LinePatch(Body):
 
     qty: Quantity | None = None
     note: str | None = Field(None, max_length=100, pattern=_TEXT)
-    override_price_fen: StrictInt | None = Field(None, ge=0)
+    override_price_fen: StrictInt | None = Field(None, ge=0, le=10_000_000)
     reason: str | None = Field(None, min_length=1, max_length=200, pattern=_TEXT)
 
     @model_validator(mode="after")
@@ -148,7 +148,7 @@ async def search_products(request: web.Request) -> web.Response:
         items = [match.product] if match else []
     else:
         raw_limit = request.query.get("limit", "20")
-        if not raw_limit.isdigit():
+        if not (raw_limit.isascii() and raw_limit.isdigit()):
             raise TillError("limit must be a whole number", status=422)
         limit = min(max(int(raw_limit), 1), 100)
         items = catalog.search(request.query.get("q", ""), limit=limit)
@@ -177,6 +177,8 @@ def _scan(catalog: Catalog, body: LineIn) -> tuple[Product, Quantity | None, int
         return match.product, body.qty, None, match.barcode
     if body.qty is not None:
         raise TillError("a scale label carries its own weight or price; do not send qty", status=422)
+    if not (match.qty or match.label_price_fen):
+        raise TillError(f"scale label {code} carries a zero weight or price; weigh it again", status=422)
     qty = match.qty
     if qty is None:  # a price label: the weight is only informational
         price = match.product.price_fen
@@ -390,9 +392,9 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     bus = request.app[BUS]
     sub = bus.subscribe(request.query.get("order"))
-    await ws.send_json({"type": "hello", "store": request.app[SETTINGS].store})
 
     async def pump() -> None:
+        await ws.send_json({"type": "hello", "store": request.app[SETTINGS].store})
         while True:
             event = await sub.queue.get()
             await ws.send_str(json.dumps({"type": event.type, "order": event.data}, ensure_ascii=False))

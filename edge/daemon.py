@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import sqlite3
 from types import TracebackType
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 
 from edge.api import VERSION, make_app
 from edge.config import EdgeSettings
@@ -15,11 +19,21 @@ from edge.hublink import HubLink
 from edge.journal import Journal
 from edge.snapshots import Snapshots
 from edge.till import Till
-from protocol.aio import wait_for_stop_signal
+from protocol.aio import cancel_and_wait, wait_for_stop_signal
 
 __all__ = ["EdgeDaemon", "run"]
 
 log = logging.getLogger(__name__)
+MAINTENANCE_S = 3600
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without query strings: a WebSocket's `?token=` must never reach a log file."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000
+        )
 
 
 class EdgeDaemon:
@@ -48,12 +62,14 @@ class EdgeDaemon:
                 till=self.till,
                 bus=self.bus,
             )
-            runner = web.AppRunner(app, shutdown_timeout=2)
+            runner = web.AppRunner(app, shutdown_timeout=2, access_log_class=PathOnlyAccessLogger)
             await runner.setup()
             self._stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
             await site.start()
             self.http_port = runner.addresses[0][1]
+            maintenance = asyncio.create_task(self._maintain(), name="edge-journal-maintenance")
+            self._stack.push_async_callback(cancel_and_wait, maintenance, log)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -64,6 +80,14 @@ class EdgeDaemon:
             self.http_port,
         )
         return self
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_S)
+            try:
+                await self.journal.maintain()
+            except (sqlite3.Error, OSError) as err:
+                log.error("journal maintenance (backup, purge) failed: %s", err)
 
     async def __aexit__(
         self,

@@ -151,11 +151,18 @@ class Journal:
         except BaseException:
             conn.close()
             raise
+        self._maintain(conn)
+        return conn
+
+    def _maintain(self, conn: sqlite3.Connection) -> None:
         self._daily_backup(conn)
         # Idempotency keys only need to outlive a phone's retries; a week is generous.
         cutoff = (datetime.now(UTC) - IDEMPOTENCY_TTL).isoformat()
         conn.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
-        return conn
+
+    async def maintain(self) -> None:
+        """Daily backup and purge of old idempotency keys (the daemon calls this hourly)."""
+        await self._call(lambda: self._maintain(self._require()))
 
     @property
     def backup_dir(self) -> Path:
@@ -194,10 +201,14 @@ class Journal:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # Also when COMMIT itself fails (disk full, I/O error): otherwise the connection
+            # stays inside the transaction, later reads see data that was never saved, and
+            # every later BEGIN fails.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel
@@ -56,6 +57,7 @@ _PROBLEM = {
 }
 
 
+@functools.cache
 def openapi_document(version: str) -> dict[str, Any]:
     """The whole document."""
     schemas: dict[str, Any] = {}

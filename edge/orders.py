@@ -153,8 +153,10 @@ class Order(_Doc):
             raise TillError(f"order {self.number:04d} is partly paid; lines cannot change now", status=409)
 
 
-def check_qty(qty: Fraction) -> Fraction:
-    """Refuse zero, negative and absurd quantities before anything is written."""
+def check_qty(qty: Fraction, unit: str = "kg") -> Fraction:
+    """Refuse zero, negative, absurd and (for pieces) fractional quantities."""
+    if unit == "piece" and qty.denominator != 1:
+        raise TillError(f"quantity {qty} is not a whole number of pieces", status=422)
     if qty <= 0:
         raise TillError(f"quantity must be above 0, got {qty}", status=422)
     if qty > MAX_QTY:
@@ -203,7 +205,8 @@ def reprice(order: Order) -> Order:
 def add_line(order: Order, line: OrderLine) -> Order:
     """Add a line, merging with an identical plain line (same sku, no label, no override)."""
     order.require_editable()
-    check_qty(line.qty)
+    if line.label_price_fen is None:  # a label's weight is informational, whatever it is
+        check_qty(line.qty, line.unit)
     mergeable = line.label_price_fen is None and line.unit == "piece" and not line.note
     if mergeable:
         for existing in order.lines:
@@ -215,7 +218,7 @@ def add_line(order: Order, line: OrderLine) -> Order:
                 and not existing.note
             )
             if same:
-                merged = existing.model_copy(update={"qty": check_qty(existing.qty + line.qty)})
+                merged = existing.model_copy(update={"qty": check_qty(existing.qty + line.qty, line.unit)})
                 lines = [merged if x is existing else x for x in order.lines]
                 return reprice(order.model_copy(update={"lines": lines}))
     return reprice(order.model_copy(update={"lines": [*order.lines, line]}))

@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.access import StaffMember
+from edge.access import PERMISSIONS, StaffMember
 from edge.config import EdgeSettings
 from edge.errors import TillError
 from edge.events import Event, EventBus
@@ -265,7 +265,11 @@ class Till:
             if qty is not None:
                 if line.label_price_fen is not None:
                     raise TillError("a weighed label's quantity cannot change; scan it again", status=422)
-                changes["qty"] = check_qty(qty)
+                if line.override_price_fen is not None and staff.role not in PERMISSIONS["price.override"]:
+                    raise TillError(
+                        "this line has a manager's price; only a manager may change its quantity", status=403
+                    )
+                changes["qty"] = check_qty(qty, line.unit)
             if note is not None:
                 changes["note"] = note
             if override_price_fen is not None:
@@ -276,6 +280,8 @@ class Till:
             return reprice(order.model_copy(update={"lines": lines}))
 
         def audit(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+            if qty is not None and before.line(line_id).override_price_fen is not None:
+                _audit(conn, staff, "price.override.qty", order_id, f"line {line_id}: qty -> {qty}")
             if override_price_fen is not None:
                 old = before.line(line_id).unit_price_fen
                 _audit(
@@ -331,18 +337,31 @@ class Till:
         return await self._change(order_id, rule, idem)
 
     async def void(self, order_id: str, staff: StaffMember, reason: str, idem: Idempotency | None) -> Reply:
-        """Void an unpaid order, with a reason; reported to the hub."""
+        """Void an unpaid or partly paid order, with a reason; partial payments go back.
+
+        Tenders already taken are marked returned and count as refunds in the shift, so
+        the drawer and the hub both see the money leave again.
+        """
         if not reason.strip():
             raise TillError("voiding needs a reason", status=422)
 
         def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
             if order.status not in ("open", "held"):
-                raise TillError(f"order {order.number:04d} is {order.status}; only unpaid orders are voided")
-            if order.tenders:
-                raise TillError(f"order {order.number:04d} has payments; refund them instead of voiding")
-            return order.model_copy(update={"status": "voided", "void_reason": reason, "voided_by": staff.id})
+                raise TillError(
+                    f"order {order.number:04d} is {order.status}; only unfinished orders are voided"
+                )
+            returned = [t.model_copy(update={"refunded_fen": t.amount_fen}) for t in order.tenders]
+            return order.model_copy(
+                update={"status": "voided", "void_reason": reason, "voided_by": staff.id, "tenders": returned}
+            )
 
         def report(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+            if order.tenders:
+                shift = self._require_shift(conn)
+                refunds = shift.refunds
+                for tender in order.tenders:
+                    refunds = add_to(refunds, tender.method, tender.amount_fen)
+                save_shift(conn, shift.model_copy(update={"refunds": refunds}))
             _audit(conn, staff, "order.void", order_id, reason)
             append_event(conn, "order.voided", self._saved_json, now.isoformat())
 

@@ -191,9 +191,7 @@ async def stores(request: web.Request) -> web.Response:
     who.require("stores.read")
     stale = timedelta(seconds=request.app[SETTINGS].store_stale_after_s)
     views = await list_stores(request.app[DB], stale_after=stale, only=who.stores)
-    items = [
-        StoreItem(id=v.id, name=v.name, online=v.online, last_seen=v.last_seen, epoch=v.epoch) for v in views
-    ]
+    items = [StoreItem.model_validate(v, from_attributes=True) for v in views]
     return _json(StoreList(items=items))
 
 

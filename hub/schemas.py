@@ -49,6 +49,9 @@ class StoreItem(_Body):
     online: bool
     last_seen: datetime | None
     epoch: int | None
+    outbox_depth: int | None = None
+    acked_through: int | None = None
+    last_sync: datetime | None = None
 
 
 class StoreList(_Body):

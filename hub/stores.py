@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from hub.db import Database
 from hub.errors import NotFound
-from hub.models import Store
+from hub.models import Store, SyncState
 from protocol import InvalidStoreId, Status, validate_store_id
 
 __all__ = [
@@ -43,6 +43,9 @@ class StoreView:
     online: bool
     last_seen: datetime | None
     epoch: int | None
+    outbox_depth: int | None = None
+    acked_through: int | None = None
+    last_sync: datetime | None = None
 
 
 def _mqtt_hash(password: str) -> str:
@@ -110,12 +113,16 @@ async def list_stores(
     The staleness rule covers what a Last Will cannot: a broker restart loses the will,
     and an edge that lost power while the broker was down never sends one.
     """
-    query = select(Store).order_by(Store.id)
+    query = (
+        select(Store, SyncState)
+        .outerjoin(SyncState, (SyncState.store == Store.id) & (SyncState.epoch == Store.epoch))
+        .order_by(Store.id)
+    )
     if only is not None:
         query = query.where(Store.id.in_(only))
     now = datetime.now(UTC)
     async with db.session() as session:
-        rows = (await session.scalars(query)).all()
+        rows = (await session.execute(query)).all()
     return [
         StoreView(
             id=s.id,
@@ -123,8 +130,11 @@ async def list_stores(
             online=bool(s.online and s.last_seen and now - s.last_seen <= stale_after),
             last_seen=s.last_seen,
             epoch=s.epoch,
+            outbox_depth=(s.status or {}).get("outbox_depth"),
+            acked_through=sync.acked_through if sync else None,
+            last_sync=sync.last_sync if sync else None,
         )
-        for s in rows
+        for s, sync in rows
     ]
 
 

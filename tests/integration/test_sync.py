@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -12,7 +13,7 @@ from edge.access import Role, StaffMember
 from edge.api_till import LineIn, _build_line
 from edge.daemon import EdgeDaemon
 from hub.models import HubOrder, StoreEvent, SyncState
-from hub.stores import add_store
+from hub.stores import add_store, list_stores
 from tests.conftest import BrokerSetup, free_port, hub_settings, running_hub
 from tests.edge.conftest import edge_settings, seed
 
@@ -92,6 +93,8 @@ async def test_partition_2000_orders_sold_offline_arrive_exactly_once(
     assert events == 2021  # 2,020 orders + the shift's opening, each once
     assert state.acked_through == 2021
     assert took < 120
+    views = await list_stores(hub.db, stale_after=timedelta(minutes=5))
+    assert (views[0].acked_through, views[0].last_sync is not None) == (2021, True)
 
 
 async def test_hub_restart_with_embedded_broker_loses_nothing(tmp_path, database_url):
