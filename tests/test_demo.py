@@ -41,7 +41,7 @@ def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sell_with_demo_credentials(info: dict[str, Any]) -> None:
-    """What docs/till.md shows with curl: sign in, open a shift, sell, pay."""
+    """What docs/till.md shows with curl: sign in, open a shift, sell, pay, refund, close the shift."""
     edge = info["edge_url"] + "/api/v1"
     session = _post(
         edge + "/sessions", info["device_token"], {"staff_id": info["staff_id"], "pin": info["staff_pin"]}
@@ -55,6 +55,10 @@ def _sell_with_demo_credentials(info: dict[str, Any]) -> None:
     ]
     assert paid["status"] == "paid"
     assert paid["tenders"][0]["change_fen"] == 400
+    refund = _post(f"{edge}/orders/{order['id']}/refunds", token, {"reason": "演示退货"})["refund"]
+    assert refund["total_fen"] == 600
+    shift = _post(f"{edge}/shifts/current/close", token, {"counted_cash_fen": 20000})["shift"]
+    assert (shift["expected_cash_fen"], shift["difference_fen"]) == (20000, 0)
 
 
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
