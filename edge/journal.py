@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -139,6 +140,10 @@ class Journal:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
                 conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
+            if version == 0:
+                # A new journal's epoch is its creation time, so a re-imaged Pi never reuses
+                # an epoch (and its seqs) that the hub has already seen for this store.
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (int(time.time()),))
         except sqlite3.OperationalError as err:  # locked, read-only, disk full: not corruption
             conn.close()
             raise EdgeError(
