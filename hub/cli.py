@@ -18,6 +18,7 @@ from hub import auth
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.errors import HubError
+from hub.mosquitto import write_acl, write_password
 from hub.service import Hub
 from hub.stores import add_store
 from protocol import ConfigError, ProtocolError, load_settings
@@ -67,15 +68,32 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_store_add(args: argparse.Namespace) -> None:
-    """Register a store and print its MQTT credentials (shown once)."""
+    """Register a store, print its MQTT credentials once, keep Mosquitto's files current."""
+    settings = _settings(args)
 
     async def work(db: Database) -> None:
         creds = await add_store(db, args.store, args.name, timezone=args.timezone, rotate=args.rotate)
         print(f"store '{creds.store}' {'has new credentials' if args.rotate else 'added'}.")
-        print("MQTT credentials for its edge.toml [mqtt] section (shown only now):")
-        print(f'  username = "{creds.username}"\n  password = "{creds.password}"')
+        files = settings.mosquitto
+        if files.password_file is not None:
+            write_password(files.password_file, creds.username, creds.password)
+            if settings.mqtt.username and settings.mqtt.password:
+                write_password(files.password_file, settings.mqtt.username, settings.mqtt.password)
+            print(f"updated {files.password_file}")
+        if files.acl_file is not None and settings.mqtt.username:
+            write_acl(files.acl_file, settings.mqtt.username)
+            print(f"updated {files.acl_file}")
+        if files.password_file is not None or files.acl_file is not None:
+            print("reload Mosquitto to apply: systemctl reload mosquitto (or kill -HUP its pid)")
+        host = settings.mqtt.host or "<this hub's address>"
+        port = settings.mqtt.port if settings.mqtt.host else settings.broker.port
+        print("\npaste into the store's edge.toml (shown only now):\n")
+        print(f'store = "{creds.store}"\n\n[mqtt]\nhost = "{host}"\nport = {port}')
+        print(f'password = "{creds.password}"')
+        if settings.mqtt.tls:
+            print("tls = true")
 
-    asyncio.run(_with_db(_settings(args), work))
+    asyncio.run(_with_db(settings, work))
 
 
 def _read_password(args: argparse.Namespace) -> tuple[str, bool]:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import ArgumentError
 
 from protocol.settings import LogLevel, StorelinkSettings
 
-__all__ = ["BrokerSettings", "HubSettings", "MqttSettings"]
+__all__ = ["BrokerSettings", "HubSettings", "MosquittoFiles", "MqttSettings"]
 
 _ASYNC_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -32,6 +32,15 @@ class MqttSettings(BaseModel):
     )
 
 
+class MosquittoFiles(BaseModel):
+    """Where `store add` keeps Mosquitto's password and ACL files (unset: it does not)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password_file: Path | None = None
+    acl_file: Path | None = None
+
+
 class BrokerSettings(BaseModel):
     """The embedded amqtt broker, started only when `mqtt.host` is not set."""
 
@@ -50,6 +59,7 @@ class HubSettings(StorelinkSettings):
     http_port: int = Field(8800, ge=0, le=65535)
     mqtt: MqttSettings = MqttSettings()
     broker: BrokerSettings = BrokerSettings()
+    mosquitto: MosquittoFiles = MosquittoFiles()
     token_ttl_hours: int = Field(12, ge=1, le=24 * 90)
     store_stale_after_s: int = Field(
         120, ge=10, description="a store whose last status is older than this shows offline"
