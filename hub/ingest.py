@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db import Database
@@ -225,11 +227,21 @@ class _Batch:
 
 
 async def _sync_state(session: AsyncSession, store: str, epoch: int) -> SyncState:
-    state = await session.get(SyncState, (store, epoch), with_for_update=True)
-    if state is None:
-        state = SyncState(store=store, epoch=epoch, acked_through=0, max_seq=0, last_sync=None)
-        session.add(state)
-        await session.flush()
+    """The (store, epoch) row, created if needed and locked for this transaction.
+
+    Insert-if-absent first, then lock: two hub instances sharing the work may both see a
+    new epoch at once, and neither may fail on the other's insert.
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert_(SyncState)
+        .values(store=store, epoch=epoch, acked_through=0, max_seq=0, last_sync=None)
+        .on_conflict_do_nothing()
+    )
+    state = await session.get(SyncState, (store, epoch), with_for_update=True, populate_existing=True)
+    if state is None:  # cannot happen: the row was inserted just above
+        raise RuntimeError(f"sync state for {store}/{epoch} vanished")
     return state
 
 

@@ -112,3 +112,29 @@ async def test_hub_restart_with_embedded_broker_loses_nothing(tmp_path, database
             async with hub.db.session() as session:
                 acked = await session.scalar(select(SyncState.acked_through))
     assert (orders, gross, acked) == (300, total, 301)
+
+
+async def test_two_hubs_with_shared_subscriptions_ingest_together_exactly_once(
+    tmp_path, pg_database_url, mosquitto_factory
+):
+    mosq = mosquitto_factory(secure=True)
+    mqtt = {
+        "host": "127.0.0.1",
+        "port": mosq.port,
+        "username": mosq.hub_user,
+        "password": mosq.hub_password,
+        "shared_subscription": True,
+    }
+    setup = BrokerSetup("mosquitto", {"mqtt": mqtt}, mosq)
+    first = hub_settings(tmp_path / "a", pg_database_url, setup)
+    second = hub_settings(tmp_path / "b", pg_database_url, setup)
+    async with running_hub(first) as hub_a, running_hub(second) as hub_b:
+        creds = await add_store(hub_a.db, "shop-1")
+        await setup.register("shop-1", creds.password)
+        async with _edge(tmp_path, mosq.port, creds.password) as daemon:
+            total = await _sell(daemon, 1500)
+            await _until_synced(hub_a, daemon, 1500, within=90)
+            orders, gross, events = await _hub_counts(hub_a)
+        split = (hub_a.link.stats["batches"], hub_b.link.stats["batches"])
+    assert (orders, gross, events) == (1500, total, 1501)
+    assert all(n > 0 for n in split), f"one hub did all the work: {split}"
