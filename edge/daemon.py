@@ -43,8 +43,14 @@ class EdgeDaemon:
         self.settings = settings
         self._stack = contextlib.AsyncExitStack()
         self.journal = Journal(settings.state_dir / "journal.sqlite3")
-        self.link = HubLink(settings, self.journal, software=f"storelink-edge {VERSION}")
         self.snapshots = Snapshots(settings)
+        self.link = HubLink(
+            settings,
+            self.journal,
+            software=f"storelink-edge {VERSION}",
+            on_snapshot=self.snapshots.apply,
+            versions=lambda: dict(self.snapshots.applied.versions),
+        )
         self.bus = EventBus()
         self.till = Till(settings, self.journal, self.bus, on_outbox=self.link.notify_outbox)
         self.http_port: int | None = None

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import sqlite3
 import ssl
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from types import TracebackType
@@ -18,7 +19,19 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.config import EdgeSettings
 from edge.journal import Journal
 from edge.outbox import apply_ack, read_batch
-from protocol import Ack, Backoff, DecodeError, Resend, Status, decode, encode, offline_will, topics, utcnow
+from protocol import (
+    Ack,
+    Backoff,
+    DecodeError,
+    Resend,
+    Snapshot,
+    Status,
+    decode,
+    encode,
+    offline_will,
+    topics,
+    utcnow,
+)
 from protocol.aio import cancel_and_wait, retry_forever
 from protocol.topics import TopicKind
 
@@ -34,7 +47,15 @@ DISK_LOW_BYTES = 100 * 1024 * 1024  # below this the till still sells, but says 
 class HubLink:
     """Publish this store's status while connected; the broker publishes the will when we vanish."""
 
-    def __init__(self, settings: EdgeSettings, journal: Journal, *, software: str):
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        journal: Journal,
+        *,
+        software: str,
+        on_snapshot: Callable[[Snapshot], Awaitable[bool]] | None = None,
+        versions: Callable[[], dict[str, int]] | None = None,
+    ):
         self._settings = settings
         self._journal = journal
         self._software = software
@@ -58,6 +79,8 @@ class HubLink:
         self._sent = 0  # highest seq published on this connection
         self.last_ack_at: datetime | None = None
         self.alarms: list[str] = []
+        self._on_snapshot = on_snapshot
+        self._versions = versions or dict
 
     def notify_outbox(self) -> None:
         """Called by the till after it committed outbox events."""
@@ -85,6 +108,7 @@ class HubLink:
         self.alarms = ["disk_low"] if free < DISK_LOW_BYTES else []
         return Status(
             alarms=self.alarms,
+            versions=self._versions(),
             online=online,
             store=self._settings.store,
             epoch=state.epoch,
@@ -112,6 +136,9 @@ class HubLink:
                     await self._on_ack(decode(Ack, payload))
                 elif topic.kind is TopicKind.DOWN_RESEND:
                     self._on_resend(decode(Resend, payload))
+                elif topic.kind is TopicKind.DOWN_SNAPSHOT and self._on_snapshot is not None:
+                    if await self._on_snapshot(decode(Snapshot, payload)):
+                        await self._publish_status(client)  # report the new version at once
                 else:
                     log.debug("no handler yet for %s", message.topic)
             except (DecodeError, ValueError) as err:

@@ -11,15 +11,19 @@ import asyncio
 import logging
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge.access import StaffDocument, load_staff
-from edge.catalog import Catalog, CatalogStore
+from edge.catalog import Catalog, CatalogDocument, CatalogStore
 from edge.config import EdgeSettings
-from edge.documents import DocumentError
+from edge.documents import DocumentError, read_document, write_document
 from edge.errors import EdgeError
+from protocol import Snapshot
 from protocol.aio import cancel_and_wait
 
-__all__ = ["Snapshots"]
+__all__ = ["AppliedSnapshots", "Snapshots"]
 
 log = logging.getLogger(__name__)
 POLL_S = 2.0
@@ -32,12 +36,23 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
+class AppliedSnapshots(BaseModel):
+    """Which hub snapshot versions this store applied, and the bodies of kinds kept for later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    versions: dict[str, int] = {}
+    bodies: dict[str, dict[str, Any]] = {}
+
+
 class Snapshots:
     """Current catalog and staff; `catalog` is None until one has been loaded."""
 
     def __init__(self, settings: EdgeSettings):
         self.catalog_path = settings.state_dir / "catalog.json"
         self.staff_path = settings.state_dir / "staff.json"
+        self.applied_path = settings.state_dir / "snapshots.json"
+        self.applied = AppliedSnapshots()
         self._layout = settings.scale.layout()
         self.catalog: Catalog | None = None
         self.staff = StaffDocument(version=0, staff=[])
@@ -70,12 +85,70 @@ class Snapshots:
                 # Keep selling with the previous document rather than with nothing.
                 log.error("cannot load %s, keeping the previous one: %s", path, err)
 
+    def _apply(self, snapshot: Snapshot) -> bool:
+        """Persist a newer snapshot (runs in a thread); False if not newer or unusable."""
+        kind = snapshot.kind.value
+        if snapshot.version <= self.applied.versions.get(kind, 0):
+            return False
+        try:
+            if kind == "catalog":
+                doc = CatalogDocument.model_validate({**snapshot.body, "version": snapshot.version})
+                self._save_catalog(doc)
+            elif kind == "prices":
+                current = self._read_catalog_doc()
+                if current is None:
+                    raise EdgeError("price snapshot before any catalog")
+                overrides = snapshot.body.get("price_overrides", {})
+                self._save_catalog(
+                    CatalogDocument.model_validate({**current.model_dump(), "price_overrides": overrides})
+                )
+            elif kind == "staff":
+                write_document(
+                    self.staff_path,
+                    StaffDocument.model_validate({**snapshot.body, "version": snapshot.version}),
+                )
+        except (ValidationError, EdgeError) as err:
+            log.error(
+                "hub %s snapshot v%d is unusable, keeping the current one: %s", kind, snapshot.version, err
+            )
+            return False
+        bodies = dict(self.applied.bodies)
+        if kind not in ("catalog", "prices", "staff"):
+            bodies[kind] = snapshot.body  # kept for the feature that will apply it
+        applied = AppliedSnapshots(versions={**self.applied.versions, kind: snapshot.version}, bodies=bodies)
+        write_document(self.applied_path, applied)
+        self.applied = applied
+        self._seen.clear()  # re-read the files we just wrote
+        self._reload()
+        log.info("applied hub %s snapshot v%d", kind, snapshot.version)
+        return True
+
+    def _read_catalog_doc(self) -> CatalogDocument | None:
+        store = CatalogStore(self.catalog_path)
+        try:
+            return store.load()
+        finally:
+            store.close()
+
+    def _save_catalog(self, doc: CatalogDocument) -> None:
+        store = CatalogStore(self.catalog_path)
+        try:
+            store.save(doc, force=True)  # the hub is the authority once it publishes
+        finally:
+            store.close()
+
+    async def apply(self, snapshot: Snapshot) -> bool:
+        """Apply a hub snapshot if it is newer than what this store holds."""
+        return await asyncio.to_thread(self._apply, snapshot)
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
             await asyncio.to_thread(self._reload)
 
     async def __aenter__(self) -> Snapshots:
+        applied = await asyncio.to_thread(read_document, self.applied_path, AppliedSnapshots)
+        self.applied = applied or AppliedSnapshots()
         await asyncio.to_thread(self._reload)
         self._task = asyncio.create_task(self._watch(), name="edge-snapshot-watch")
         return self

@@ -20,8 +20,9 @@ from hub.errors import AuthError, HubError, NotFound, PermissionDenied
 from hub.link import BrokerLink
 from hub.openapi import openapi_document
 from hub.schemas import Health, StoreItem, StoreList, TokenOut, TokenRequest, WhoAmI
+from hub.snapshots import save_snapshot
 from hub.stores import list_stores
-from protocol import PROBLEM_JSON, Problem, validation_problem
+from protocol import PROBLEM_JSON, Problem, SnapshotKind, validation_problem
 from protocol.version import SOFTWARE_VERSION
 
 __all__ = ["DB", "LINK", "SETTINGS", "make_app"]
@@ -195,6 +196,34 @@ async def stores(request: web.Request) -> web.Response:
     return _json(StoreList(items=items))
 
 
+async def put_snapshot(request: web.Request) -> web.Response:
+    """Publish a new version of a store's catalog, prices, staff or settings snapshot."""
+    store = request.match_info["store"]
+    try:
+        kind = SnapshotKind(request.match_info["kind"])
+    except ValueError:
+        raise NotFound(f"no snapshot kind {request.match_info['kind']!r}") from None
+    principal(request).require("snapshots.write", store=store)
+    if request.content_type != "application/json":
+        raise ProblemError(
+            Problem(title="Unsupported media type", status=415, detail="send application/json")
+        )
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProblemError(Problem(title="Malformed JSON", status=400, detail=str(err))) from err
+    if not isinstance(body, dict):
+        raise ProblemError(
+            Problem(title="Bad snapshot", status=422, detail="the snapshot body must be a JSON object")
+        )
+    snapshot = await save_snapshot(request.app[DB], store, kind, body)
+    link = request.app.get(LINK)
+    sent = link is not None and await link.publish_snapshot(store, snapshot)
+    return web.json_response(
+        {"store": store, "kind": kind.value, "version": snapshot.version, "sent": sent}, status=201
+    )
+
+
 def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None) -> web.Application:
     """Build the API; `db` and `link` are created by the caller and shared."""
     app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=1024**2)
@@ -212,4 +241,5 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     from hub import api_sales  # noqa: PLC0415 - it imports helpers from this module
 
     api_sales.add_routes(app)
+    app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app

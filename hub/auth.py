@@ -62,6 +62,7 @@ _CHAIN_WIDE = {Role.OWNER, Role.MARKETING, Role.FINANCE}
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "stores.read": frozenset(Role),
     "sales.read": frozenset(Role),
+    "snapshots.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "stores.write": frozenset({Role.OWNER}),
     "users.write": frozenset({Role.OWNER}),
 }

@@ -15,8 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub.db import Database
 from hub.errors import NotFound
 from hub.ingest import ingest_batch
+from hub.snapshots import all_snapshots
 from hub.stores import record_status
-from protocol import Ack, Backoff, DecodeError, EventBatch, Resend, Status, decode, encode, topics
+from protocol import Ack, Backoff, DecodeError, EventBatch, Resend, Snapshot, Status, decode, encode, topics
 from protocol.aio import cancel_and_wait, retry_forever
 from protocol.topics import TopicKind
 
@@ -123,6 +124,8 @@ class BrokerLink:
                     if any(_refused(code) for code in codes):
                         raise aiomqtt.MqttError(f"broker refused subscription to {filter_}")
                 self._client = client
+                for store, snapshot in await all_snapshots(self._db):
+                    await self._publish_snapshot(client, store, snapshot)
                 self.connected.set()
                 self._backoff.connected()
                 log.info("connected to MQTT broker %s:%d", self._target.host, self._target.port)
@@ -178,6 +181,22 @@ class BrokerLink:
         if self._client is not None:
             ack = Ack(epoch=result.epoch, acked_through=result.acked_through)
             await self._client.publish(topics.down_ack(store), encode(ack), qos=1)
+
+    @staticmethod
+    async def _publish_snapshot(client: aiomqtt.Client, store: str, snapshot: Snapshot) -> None:
+        topic = topics.down_snapshot(store, snapshot.kind)
+        await client.publish(topic, encode(snapshot), qos=1, retain=True)
+
+    async def publish_snapshot(self, store: str, snapshot: Snapshot) -> bool:
+        """Publish now if connected (else it goes out on the next connect); True if sent."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await self._publish_snapshot(client, store, snapshot)
+        except aiomqtt.MqttError:
+            return False
+        return True
 
     async def _watch_gaps(self, client: aiomqtt.Client) -> None:
         """Ask for a resend when a gap has stayed open for GAP_TIMEOUT_S."""

@@ -30,6 +30,7 @@ __all__ = [
     "Reconciliation",
     "Store",
     "StoreEvent",
+    "StoreSnapshot",
     "SyncState",
     "User",
     "UserStore",
@@ -200,3 +201,15 @@ class Reconciliation(Base):
     incoming: Mapped[dict[str, Any]]
     received_at: Mapped[datetime]
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StoreSnapshot(Base):
+    """The newest snapshot of one kind for one store; `version` only ever grows."""
+
+    __tablename__ = "snapshots"
+
+    store: Mapped[str] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[dict[str, Any]]
+    published_at: Mapped[datetime]
