@@ -223,10 +223,10 @@ def _build_line(catalog: Catalog, body: LineIn) -> OrderLine:
 
 
 async def _command(
-    request: web.Request, model: type[B], permission: str
+    request: web.Request, model: type[B], permission: str, *, optional: bool = False
 ) -> tuple[B, StaffMember, Idempotency | None]:
     """Validate the body, check the permission, take the idempotency key: before any write."""
-    body = await read_body(request, model, optional=model is OrderIn)
+    body = await read_body(request, model, optional=optional)
     staff = principal(request).require(permission)
     return body, staff, idempotency(request, await request.read())
 
@@ -237,7 +237,7 @@ def _answer(reply: Reply) -> web.Response:
 
 async def open_order(request: web.Request) -> web.Response:
     """Open an order (needs a staff session)."""
-    body, staff, idem = await _command(request, OrderIn, "order.sell")
+    body, staff, idem = await _command(request, OrderIn, "order.sell", optional=True)
     till = request.app[TILL]
     return _answer(await till.open_order(staff, note=body.note, member_id=body.member_id, idem=idem))
 

@@ -60,11 +60,7 @@ class Snapshots:
         self._task: asyncio.Task[None] | None = None
 
     def _read_catalog(self) -> Catalog | None:
-        store = CatalogStore(self.catalog_path)
-        try:
-            doc = store.load()
-        finally:
-            store.close()
+        doc = self._read_catalog_doc()
         return Catalog(doc, self._layout) if doc is not None else None
 
     def _reload(self) -> None:

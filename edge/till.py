@@ -56,6 +56,16 @@ class Idempotency:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One order change inside its transaction; `doc` is the JSON just saved (reused for events)."""
+
+    before: Order
+    order: Order
+    doc: str
+    now: datetime
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the API answers: HTTP status and JSON body."""
 
@@ -118,9 +128,6 @@ class Till:
         self._bus = bus
         self._on_outbox = on_outbox
         self._zone = ZoneInfo(settings.timezone)
-        # The order JSON last saved, so an outbox event in the same transaction reuses it.
-        # Safe as a plain attribute: transactions run one at a time on the journal thread.
-        self._saved_json = ""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -165,7 +172,7 @@ class Till:
         rule: Callable[[sqlite3.Connection, Order, datetime], Order],
         idem: Idempotency | None,
         *,
-        after: Callable[[sqlite3.Connection, Order, Order, datetime], None] | None = None,
+        after: Callable[[sqlite3.Connection, Change], None] | None = None,
         status: int = 200,
         durable: bool = False,
     ) -> Reply:
@@ -173,9 +180,9 @@ class Till:
             now = _now()
             before = _load_order(conn, order_id)
             order = rule(conn, before, now).model_copy(update={"version": before.version + 1})
-            self._saved_json = _save_order(conn, order, now)
+            doc = _save_order(conn, order, now)
             if after is not None:
-                after(conn, before, order, now)
+                after(conn, Change(before, order, doc, now))
             return Reply(status, {"order": order.model_dump(mode="json")})
 
         return await self._run(work, idem, durable=durable)
@@ -279,7 +286,8 @@ class Till:
             lines = [updated if x.line_id == line_id else x for x in order.lines]
             return reprice(order.model_copy(update={"lines": lines}))
 
-        def audit(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+        def audit(conn: sqlite3.Connection, change: Change) -> None:
+            before = change.before
             if qty is not None and before.line(line_id).override_price_fen is not None:
                 _audit(conn, staff, "price.override.qty", order_id, f"line {line_id}: qty -> {qty}")
             if override_price_fen is not None:
@@ -355,7 +363,8 @@ class Till:
                 update={"status": "voided", "void_reason": reason, "voided_by": staff.id, "tenders": returned}
             )
 
-        def report(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+        def report(conn: sqlite3.Connection, change: Change) -> None:
+            order = change.order
             if order.tenders:
                 shift = self._require_shift(conn)
                 refunds = shift.refunds
@@ -363,7 +372,7 @@ class Till:
                     refunds = add_to(refunds, tender.method, tender.amount_fen)
                 save_shift(conn, shift.model_copy(update={"refunds": refunds}))
             _audit(conn, staff, "order.void", order_id, reason)
-            append_event(conn, "order.voided", self._saved_json, now.isoformat())
+            append_event(conn, "order.voided", change.doc, change.now.isoformat())
 
         return await self._change(order_id, rule, idem, after=report, durable=True)
 
@@ -390,14 +399,15 @@ class Till:
             )
             return paid.model_copy(update={"shift_id": shift.id}) if paid.status == "paid" else paid
 
-        def after(conn: sqlite3.Connection, before: Order, order: Order, now: datetime) -> None:
+        def after(conn: sqlite3.Connection, change: Change) -> None:
+            order = change.order
             assert shift is not None  # noqa: S101 - set by rule() in this same transaction
             tender = order.tenders[-1]
             sales = add_to(shift.sales, tender.method, tender.amount_fen)
             orders = shift.orders + (order.status == "paid")
             save_shift(conn, shift.model_copy(update={"sales": sales, "orders": orders}))
             if order.status == "paid":
-                append_event(conn, "order.paid", self._saved_json, now.isoformat())
+                append_event(conn, "order.paid", change.doc, change.now.isoformat())
 
         return await self._change(order_id, rule, idem, after=after, status=201, durable=True)
 

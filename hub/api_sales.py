@@ -57,7 +57,7 @@ def _day(request: web.Request, name: str) -> date | None:
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name, str(default))
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise _bad(f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -163,67 +164,55 @@ class _Batch:
             elif shift.status == "closed":  # "opened" arriving late must not reopen a closed shift
                 existing.status, existing.doc = "closed", body
 
-    async def _write_orders(self) -> None:
-        if self.orders:
-            known = dict(
-                (
-                    await self.session.execute(
-                        select(HubOrder.id, HubOrder.body_hash).where(HubOrder.id.in_(self.orders))
-                    )
-                ).all()
-            )
-            rows = []
-            for key, (seq, order, body) in self.orders.items():
-                digest = _hash(body)
-                if key in known:
-                    if known[key] != digest:
-                        self.conflict(seq, "order", key, known[key], body)
-                    continue
+    async def _insert_new(
+        self,
+        table: type[HubOrder] | type[HubRefund],
+        kind: str,
+        items: dict[str, tuple[int, Any, dict[str, Any]]],
+        columns: Callable[[Any], dict[str, Any]],
+    ) -> None:
+        """Insert the items whose id the table lacks; a known id with another body is a conflict."""
+        if not items:
+            return
+        found = await self.session.execute(select(table.id, table.body_hash).where(table.id.in_(items)))
+        known: dict[str, str] = dict(found.all())
+        rows = []
+        for key, (seq, parsed, body) in items.items():
+            digest = _hash(body)
+            if key not in known:
                 rows.append(
-                    {
-                        "id": key,
-                        "store": self.store,
-                        "number": order.number,
-                        "business_day": order.business_day,
-                        "status": order.status,
-                        "total_fen": order.total_fen,
-                        "closed_at": order.closed_at,
-                        "body_hash": digest,
-                        "doc": body,
-                    }
+                    {"id": key, "store": self.store, "body_hash": digest, "doc": body, **columns(parsed)}
                 )
-            if rows:
-                await self.session.execute(insert(HubOrder), rows)
+            elif known[key] != digest:
+                self.conflict(seq, kind, key, known[key], body)
+        if rows:
+            await self.session.execute(insert(table), rows)
+
+    async def _write_orders(self) -> None:
+        await self._insert_new(
+            HubOrder,
+            "order",
+            self.orders,
+            lambda o: {
+                "number": o.number,
+                "business_day": o.business_day,
+                "status": o.status,
+                "total_fen": o.total_fen,
+                "closed_at": o.closed_at,
+            },
+        )
 
     async def _write_refunds(self) -> None:
-        if self.refunds:
-            known = dict(
-                (
-                    await self.session.execute(
-                        select(HubRefund.id, HubRefund.body_hash).where(HubRefund.id.in_(self.refunds))
-                    )
-                ).all()
-            )
-            rows = []
-            for key, (seq, refund, body) in self.refunds.items():
-                digest = _hash(body)
-                if key in known:
-                    if known[key] != digest:
-                        self.conflict(seq, "refund", key, known[key], body)
-                    continue
-                rows.append(
-                    {
-                        "id": key,
-                        "order_id": refund.order_id,
-                        "store": self.store,
-                        "business_day": refund.business_day,
-                        "total_fen": refund.refund.total_fen,
-                        "body_hash": digest,
-                        "doc": body,
-                    }
-                )
-            if rows:
-                await self.session.execute(insert(HubRefund), rows)
+        await self._insert_new(
+            HubRefund,
+            "refund",
+            self.refunds,
+            lambda r: {
+                "order_id": r.order_id,
+                "business_day": r.business_day,
+                "total_fen": r.refund.total_fen,
+            },
+        )
 
 
 async def _sync_state(session: AsyncSession, store: str, epoch: int) -> SyncState:
