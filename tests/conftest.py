@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -248,6 +249,22 @@ def edge_toml(
         f"keepalive = {keepalive}\nbackoff_cap = {backoff_cap}\nstatus_interval = 5\n"
     )
     return path
+
+
+def store_add_cli(config: Path, store: str) -> str:
+    """Run `storelink-hub store add` as an installer would; return the password it printed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "hub", "--config", str(config), "store", "add", store],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    match = re.search(r'password = "([^"]+)"', out)
+    assert match, out
+    assert "paste into the store's edge.toml" in out
+    return match.group(1)
 
 
 def spawn(module: str, config: Path, *args: str) -> subprocess.Popen[str]:

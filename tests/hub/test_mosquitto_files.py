@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import signal
-import subprocess
-import sys
 
 import aiomqtt
 import pytest
 
 from hub.mosquitto import password_line, write_acl, write_password
-from tests.conftest import ROOT, Mosquitto, missing_service
-
-
-def _store_add(config, store: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "hub", "--config", str(config), "store", "add", store],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    match = re.search(r'password = "([^"]+)"', out)
-    assert match, out
-    assert "paste into the store's edge.toml" in out
-    return match.group(1)
+from tests.conftest import Mosquitto, missing_service, store_add_cli
 
 
 @pytest.fixture
@@ -40,7 +22,7 @@ def broker(tmp_path):
         f'state_dir = "{tmp_path / "hub"}"\n[mqtt]\nhost = "127.0.0.1"\nusername = "storelink-hub"\npassword = "hub-pw-1"\n'
         f'[mosquitto]\npassword_file = "{tmp_path / "passwd"}"\nacl_file = "{tmp_path / "acl"}"\n'
     )
-    creds = {store: _store_add(hub_toml, store) for store in ("shop-1", "shop-2")}
+    creds = {store: store_add_cli(hub_toml, store) for store in ("shop-1", "shop-2")}
     mosq = Mosquitto(tmp_path, secure=False)
     mosq.write_config()
     conf = tmp_path / "mosquitto.conf"

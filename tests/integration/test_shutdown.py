@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, edge_toml, free_port, spawn, stop, wait_port
+from tests.conftest import edge_toml, free_port, spawn, stop, store_add_cli, wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,20 +25,6 @@ def _hub_toml(tmp_path, mqtt_port: int, http_port: int):
     return path
 
 
-def _store_add(config, store: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "hub", "--config", str(config), "store", "add", store],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    match = re.search(r'password = "([^"]+)"', out)
-    assert match, out
-    return match.group(1)
-
-
 def _edge_status(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=2) as resp:
         return json.loads(resp.read())
@@ -51,7 +34,7 @@ def _edge_status(port: int) -> dict:
 def test_connected_hub_and_edge_stop_cleanly(tmp_path, sig):
     mqtt_port, http_port, edge_port = free_port(), free_port(), free_port()
     hub_config = _hub_toml(tmp_path, mqtt_port, http_port)
-    password = _store_add(hub_config, "shop-x")
+    password = store_add_cli(hub_config, "shop-x")
     hub = spawn("hub", hub_config)
     try:
         wait_port(http_port, timeout=20)
