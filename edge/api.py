@@ -6,6 +6,7 @@ device token, and changes need a staff session token (both as `Authorization: Be
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -17,11 +18,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge import access
+from edge.commands import recent_messages
 from edge.config import EdgeSettings
 from edge.errors import TillError
 from edge.events import EventBus
 from edge.hublink import HubLink
 from edge.journal import Journal
+from edge.rpc import HubUnreachable, RpcClient, RpcFailed
 from edge.snapshots import Snapshots
 from edge.till import Idempotency, Till
 from protocol import PROBLEM_JSON, Problem, validation_problem
@@ -39,6 +42,7 @@ TILL = web.AppKey("till", Till)
 SNAPSHOTS = web.AppKey("snapshots", Snapshots)
 BUS = web.AppKey("bus", EventBus)
 PAIRING = web.AppKey("pairing", access.PairingGuard)
+RPC = web.AppKey("rpc", RpcClient)
 PRINCIPAL = web.RequestKey("principal", access.Principal)
 TOKEN = web.RequestKey("token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -139,6 +143,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BadRequest as err:
         body = err.problem.body()
         return web.json_response(body, status=err.problem.status, content_type=PROBLEM_JSON, dumps=_dumps)
+    except HubUnreachable as err:
+        return problem(503, "Hub unreachable", str(err), **{"Retry-After": "5"})
+    except RpcFailed as err:
+        return problem(502, "Refused by the hub", str(err))
     except TillError as err:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
         return problem(err.status, _TITLES.get(err.status, "Refused"), err.detail, **headers)
@@ -257,6 +265,27 @@ def _iso(ts: datetime) -> str:
     return ts.isoformat().replace("+00:00", "Z")
 
 
+async def hub_check(request: web.Request) -> web.Response:
+    """Round trip to the hub (RPC `ping`) and the snapshot versions it holds for this store."""
+    rpc = request.app[RPC]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await rpc.call("ping")
+    rtt_ms = round((loop.time() - start) * 1000, 1)
+    hub_versions: dict[str, int] = (await rpc.call("catalog.version"))["versions"]
+    local = request.app[SNAPSHOTS].applied.versions
+    behind = sorted(kind for kind, version in hub_versions.items() if local.get(kind, 0) < version)
+    return reply_json(
+        {"rtt_ms": rtt_ms, "hub_versions": hub_versions, "local_versions": local, "behind": behind}
+    )
+
+
+async def messages(request: web.Request) -> web.Response:
+    """Head office's latest messages to this store, newest first."""
+    found = await request.app[JOURNAL].read(recent_messages)
+    return reply_json({"messages": found})
+
+
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of the local API."""
     from edge.openapi import openapi_document  # noqa: PLC0415 - built on demand
@@ -272,6 +301,7 @@ def make_app(
     snapshots: Snapshots,
     till: Till,
     bus: EventBus,
+    rpc: RpcClient,
 ) -> web.Application:
     """Build the local API around the daemon's shared parts."""
     from edge import api_till  # noqa: PLC0415 - it imports helpers from this module
@@ -283,11 +313,14 @@ def make_app(
     app[SNAPSHOTS] = snapshots
     app[TILL] = till
     app[BUS] = bus
+    app[RPC] = rpc
     app[PAIRING] = access.PairingGuard()
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/devices/pair", pair)
     app.router.add_post("/api/v1/sessions", sign_in)
     app.router.add_delete("/api/v1/sessions", sign_out)
+    app.router.add_get("/api/v1/hub/check", hub_check)
+    app.router.add_get("/api/v1/messages", messages)
     api_till.add_routes(app)
     return app

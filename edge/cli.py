@@ -1,4 +1,4 @@
-"""`storelink-edge`: run the store daemon, load the catalog, manage staff and paired devices."""
+"""`storelink-edge`: run the store daemon, load the catalog, manage staff, paired devices and the journal."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from edge import access, daemon
 from edge.catalog import CatalogStore
 from edge.config import EdgeSettings
 from edge.errors import EdgeError
-from edge.journal import Journal
+from edge.journal import Journal, daemon_lock, restore
 from protocol import ConfigError, load_settings
 
 __all__ = ["main"]
@@ -102,6 +102,30 @@ def cmd_paired(args: argparse.Namespace) -> None:
         print("  ".join(row) + ("  (revoked)" if row[3] else ""))
 
 
+def cmd_journal_restore(args: argparse.Namespace) -> None:
+    """Replace the journal with a backup under a new epoch (the daemon must be stopped)."""
+    settings = _settings(args)
+    path = settings.state_dir / "journal.sqlite3"
+    backup = Path(args.backup) if args.backup else None
+    with daemon_lock(settings.state_dir):
+        if backup is None:
+            backup = Journal(path).newest_backup()
+            if backup is None:
+                raise EdgeError(f"no backups in {settings.state_dir / 'backups'}; name a backup file")
+        done = restore(backup, path)
+    print(f"journal restored from {done.backup}")
+    print(f"epoch {done.old_epoch} -> {done.new_epoch}; {done.resend} events will be sent to the hub again")
+    if done.kept_as:
+        print(f"the replaced journal is kept as {done.kept_as}")
+
+
+def cmd_journal_backups(args: argparse.Namespace) -> None:
+    """List the daily backups, newest last."""
+    settings = _settings(args)
+    for backup in sorted((settings.state_dir / "backups").glob("journal-*.sqlite3")):
+        print(backup)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storelink-edge", description=__doc__)
     parser.add_argument("--config", type=Path, help="edge.toml (every setting also from STORELINK_* env)")
@@ -122,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--role", required=True, choices=[r.value for r in access.Role])
     add.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
     add.set_defaults(func=cmd_staff_add)
+
+    journal = sub.add_parser("journal", help="the store journal").add_subparsers(dest="sub", required=True)
+    journal.add_parser("backups", help="list the daily backups").set_defaults(func=cmd_journal_backups)
+    restore_cmd = journal.add_parser("restore", help="restore a backup under a new epoch (daemon stopped)")
+    restore_cmd.add_argument("backup", nargs="?", help="backup file (default: the newest)")
+    restore_cmd.set_defaults(func=cmd_journal_restore)
 
     sub.add_parser("pair", help="show a code to pair a phone or tablet").set_defaults(func=cmd_pair)
     paired = sub.add_parser("paired", help="list paired devices (or --revoke ID)")

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.rpc import OfflinePolicy
 from protocol import StoreId
 from protocol.barcodes import ScaleLayout
 from protocol.settings import LogLevel, StorelinkSettings
@@ -63,6 +64,7 @@ class EdgeSettings(StorelinkSettings):
     http_port: int = Field(8700, ge=0, le=65535)
     mqtt: HubMqttSettings
     scale: ScaleSettings = ScaleSettings()
+    offline: OfflinePolicy = OfflinePolicy()
     log_level: LogLevel = "INFO"
 
     @field_validator("timezone")

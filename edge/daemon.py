@@ -13,10 +13,12 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from edge.api import VERSION, make_app
+from edge.commands import CommandRunner
 from edge.config import EdgeSettings
 from edge.events import EventBus
 from edge.hublink import HubLink
-from edge.journal import Journal
+from edge.journal import Journal, daemon_lock
+from edge.rpc import RpcClient
 from edge.snapshots import Snapshots
 from edge.till import Till
 from protocol.aio import cancel_and_wait, wait_for_stop_signal
@@ -44,19 +46,27 @@ class EdgeDaemon:
         self._stack = contextlib.AsyncExitStack()
         self.journal = Journal(settings.state_dir / "journal.sqlite3")
         self.snapshots = Snapshots(settings)
+        self.bus = EventBus()
+        self.commands = CommandRunner(self.journal, self.bus)
+        self.rpc = RpcClient(
+            lambda request: self.link.publish_rpc(request),  # noqa: PLW0108 - the link is made below
+            lambda: self.snapshots.offline_policy(settings.offline),
+        )
         self.link = HubLink(
             settings,
             self.journal,
             software=f"storelink-edge {VERSION}",
             on_snapshot=self.snapshots.apply,
             versions=lambda: dict(self.snapshots.applied.versions),
+            commands=self.commands,
+            on_rpc_reply=self.rpc.on_reply,
         )
-        self.bus = EventBus()
         self.till = Till(settings, self.journal, self.bus, on_outbox=self.link.notify_outbox)
         self.http_port: int | None = None
 
     async def __aenter__(self) -> EdgeDaemon:
         try:
+            self._stack.enter_context(daemon_lock(self.settings.state_dir))
             await self._stack.enter_async_context(self.journal)
             await self._stack.enter_async_context(self.snapshots)
             await self._stack.enter_async_context(self.link)
@@ -67,6 +77,7 @@ class EdgeDaemon:
                 snapshots=self.snapshots,
                 till=self.till,
                 bus=self.bus,
+                rpc=self.rpc,
             )
             runner = web.AppRunner(app, shutdown_timeout=2, access_log_class=PathOnlyAccessLogger)
             await runner.setup()

@@ -1,4 +1,4 @@
-"""The edge's link to the hub over MQTT: retained status with a Last Will, reconnect forever."""
+"""The edge's link to the hub over MQTT: status, outbox uplink, snapshots, commands and RPC replies."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from types import TracebackType
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.commands import CommandRunner
 from edge.config import EdgeSettings
 from edge.journal import Journal
 from edge.outbox import apply_ack, read_batch
 from protocol import (
     Ack,
     Backoff,
+    Command,
     DecodeError,
     Resend,
+    RpcReply,
+    RpcRequest,
     Snapshot,
     Status,
     decode,
@@ -55,6 +59,8 @@ class HubLink:
         software: str,
         on_snapshot: Callable[[Snapshot], Awaitable[bool]] | None = None,
         versions: Callable[[], dict[str, int]] | None = None,
+        commands: CommandRunner | None = None,
+        on_rpc_reply: Callable[[RpcReply], None] | None = None,
     ):
         self._settings = settings
         self._journal = journal
@@ -81,6 +87,8 @@ class HubLink:
         self.alarms: list[str] = []
         self._on_snapshot = on_snapshot
         self._versions = versions or dict
+        self._commands = commands
+        self._on_rpc_reply = on_rpc_reply
 
     def notify_outbox(self) -> None:
         """Called by the till after it committed outbox events."""
@@ -139,10 +147,26 @@ class HubLink:
                 elif topic.kind is TopicKind.DOWN_SNAPSHOT and self._on_snapshot is not None:
                     if await self._on_snapshot(decode(Snapshot, payload)):
                         await self._publish_status(client)  # report the new version at once
+                elif topic.kind is TopicKind.DOWN_RPC and self._on_rpc_reply is not None:
+                    self._on_rpc_reply(decode(RpcReply, payload))
+                elif topic.kind is TopicKind.DOWN_CMD and self._commands is not None:
+                    result = await self._commands.run(decode(Command, payload))
+                    await client.publish(topics.up_cmd_result(self._settings.store), encode(result), qos=1)
                 else:
                     log.debug("no handler yet for %s", message.topic)
             except (DecodeError, ValueError) as err:
                 log.warning("ignoring message on %s: %s", message.topic, err)
+
+    async def publish_rpc(self, request: RpcRequest) -> bool:
+        """Send an RPC request now; False if the hub's broker is not connected."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topics.up_rpc(self._settings.store), encode(request), qos=1)
+        except aiomqtt.MqttError:
+            return False
+        return True
 
     async def _on_ack(self, ack: Ack) -> None:
         done = await self._journal.transaction(lambda conn: apply_ack(conn, ack.epoch, ack.acked_through))

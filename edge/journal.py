@@ -9,9 +9,11 @@ so the connection is never used by two threads at once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,11 +24,13 @@ from typing import TypeVar
 from edge.errors import EdgeError, JournalCorrupt
 from protocol import new_id
 
-__all__ = ["Journal", "JournalState", "append_event"]
+__all__ = ["Journal", "JournalState", "Restored", "append_event", "daemon_lock", "restore"]
 
 T = TypeVar("T")
 KEEP_BACKUPS = 7
 IDEMPOTENCY_TTL = timedelta(days=7)
+# Longer than the hub keeps re-sending a command that has no result yet.
+COMMAND_TTL = timedelta(days=90)
 
 _MIGRATIONS: list[str] = [
     # 1: baseline
@@ -99,6 +103,18 @@ _MIGRATIONS: list[str] = [
         detail TEXT NOT NULL
     ) STRICT;
     """,
+    # 3: commands from the hub, each run once
+    """
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX commands_by_type ON commands (type, received_at);
+    """,
 ]
 
 
@@ -164,6 +180,8 @@ class Journal:
         # Idempotency keys only need to outlive a phone's retries; a week is generous.
         cutoff = (datetime.now(UTC) - IDEMPOTENCY_TTL).isoformat()
         conn.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
+        cutoff = (datetime.now(UTC) - COMMAND_TTL).isoformat()
+        conn.execute("DELETE FROM commands WHERE received_at < ?", (cutoff,))
 
     async def maintain(self) -> None:
         """Daily backup and purge of old idempotency keys (the daemon calls this hourly)."""
@@ -283,3 +301,93 @@ def append_event(conn: sqlite3.Connection, event_type: str, body: str, ts: str) 
     )
     conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
     return int(seq)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What `restore` did."""
+
+    backup: Path
+    old_epoch: int
+    new_epoch: int
+    resend: int
+    kept_as: Path | None
+
+
+@contextlib.contextmanager
+def daemon_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the lock that says a daemon owns this state directory (released on exit or crash)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "edge.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise EdgeError(
+                f"another storelink-edge is running on {state_dir}; "
+                "stop it first (systemctl stop storelink-edge)"
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def restore(backup: Path, journal: Path) -> Restored:
+    """Replace `journal` with a checked copy of `backup` under a new epoch; the daemon must be stopped.
+
+    The backup's outbox is renumbered from seq 1 under the new epoch and nothing counts as
+    acknowledged, so the store sends everything it still holds again; the hub recognises
+    orders it already has by their ids. The replaced journal is kept next to it.
+    """
+    if not backup.is_file():
+        raise EdgeError(f"no backup file at {backup}")
+    source = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    try:
+        result = source.execute("PRAGMA quick_check").fetchone()
+        if result is None or result[0] != "ok":
+            raise sqlite3.DatabaseError(str(result[0] if result else "no result"))
+        partial = journal.with_name(journal.name + ".restoring")
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial, isolation_level=None)
+        try:
+            source.backup(copy)
+            old_epoch, new_epoch, resend = _renumber(copy)
+        finally:
+            copy.close()
+    except sqlite3.DatabaseError as err:
+        raise EdgeError(
+            f"backup {backup} is not a usable journal ({err}); choose an older one from {backup.parent}"
+        ) from err
+    finally:
+        source.close()
+    kept_as = None
+    if journal.exists():
+        kept_as = journal.with_name(f"{journal.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+        journal.replace(kept_as)
+    # A stale WAL next to the restored file would be replayed into it: move it with the old one.
+    for suffix in ("-wal", "-shm"):
+        stale = journal.with_name(journal.name + suffix)
+        if stale.exists():
+            target = kept_as.with_name(kept_as.name + suffix) if kept_as else stale.with_suffix(".stale")
+            stale.replace(target)
+    partial.replace(journal)
+    return Restored(backup, old_epoch, new_epoch, resend, kept_as)
+
+
+def _renumber(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    conn.execute("BEGIN IMMEDIATE")
+    old_epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+    # Never an epoch the hub has seen: later than the old one and than any earlier restore.
+    new_epoch = max(old_epoch + 1, int(time.time()))
+    rows = conn.execute("SELECT event_id, type, ts, body FROM outbox ORDER BY epoch, seq").fetchall()
+    conn.execute("DELETE FROM outbox")
+    conn.executemany(
+        "INSERT INTO outbox (seq, epoch, event_id, type, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
+        [(seq, new_epoch, *row) for seq, row in enumerate(rows, start=1)],
+    )
+    conn.executemany(
+        "UPDATE meta SET value = ? WHERE key = ?",
+        [(new_epoch, "epoch"), (0, "acked_through"), (len(rows) + 1, "next_seq")],
+    )
+    conn.execute("COMMIT")
+    return int(old_epoch), new_epoch, len(rows)

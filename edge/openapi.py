@@ -50,6 +50,8 @@ _ROUTES: list[tuple[str, str, str, type[BaseModel] | None, str]] = [
     ("get", "/api/v1/shifts/current", "The open shift", None, _DEVICE),
     ("post", "/api/v1/shifts/current/close", "Close the shift with counted cash", ShiftCloseIn, _STAFF),
     ("get", "/api/v1/events", "WebSocket of order changes (`order`, `token`)", None, _DEVICE),
+    ("get", "/api/v1/hub/check", "Round trip to the hub, its snapshot versions (503 offline)", None, _DEVICE),
+    ("get", "/api/v1/messages", "Head office's latest messages to this store", None, _DEVICE),
 ]
 _PROBLEM = {
     "description": "refused; nothing was changed",

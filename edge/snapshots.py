@@ -20,6 +20,7 @@ from edge.catalog import Catalog, CatalogDocument, CatalogStore
 from edge.config import EdgeSettings
 from edge.documents import DocumentError, read_document, write_document
 from edge.errors import EdgeError
+from edge.rpc import OfflinePolicy
 from protocol import Snapshot
 from protocol.aio import cancel_and_wait
 
@@ -43,6 +44,14 @@ class AppliedSnapshots(BaseModel):
 
     versions: dict[str, int] = {}
     bodies: dict[str, dict[str, Any]] = {}
+
+
+class _StoreSettings(BaseModel):
+    """The parts of a `settings` snapshot the edge applies now; other keys wait for their feature."""
+
+    model_config = ConfigDict(extra="allow")
+
+    offline_policy: OfflinePolicy | None = None
 
 
 class Snapshots:
@@ -98,6 +107,8 @@ class Snapshots:
                 self._save_catalog(
                     CatalogDocument.model_validate({**current.model_dump(), "price_overrides": overrides})
                 )
+            elif kind == "settings":
+                _StoreSettings.model_validate(snapshot.body)
             elif kind == "staff":
                 write_document(
                     self.staff_path,
@@ -132,6 +143,12 @@ class Snapshots:
             store.save(doc, force=True)  # the hub is the authority once it publishes
         finally:
             store.close()
+
+    def offline_policy(self, default: OfflinePolicy) -> OfflinePolicy:
+        """Head office's offline policy for this store if its settings snapshot has one."""
+        body = self.applied.bodies.get("settings")
+        chosen = _StoreSettings.model_validate(body).offline_policy if body else None
+        return chosen or default
 
     async def apply(self, snapshot: Snapshot) -> bool:
         """Apply a hub snapshot if it is newer than what this store holds."""

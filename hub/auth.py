@@ -63,6 +63,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "stores.read": frozenset(Role),
     "sales.read": frozenset(Role),
     "snapshots.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "commands.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "stores.write": frozenset({Role.OWNER}),
     "users.write": frozenset({Role.OWNER}),
 }

@@ -6,18 +6,36 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from types import TracebackType
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.exc import SQLAlchemyError
 
+from hub.commands import due_commands, mark_sent, record_result
 from hub.db import Database
 from hub.errors import NotFound
 from hub.ingest import ingest_batch
+from hub.rpc import RpcServer
 from hub.snapshots import all_snapshots
 from hub.stores import record_status
-from protocol import Ack, Backoff, DecodeError, EventBatch, Resend, Snapshot, Status, decode, encode, topics
+from protocol import (
+    Ack,
+    Backoff,
+    Command,
+    CommandResult,
+    DecodeError,
+    EventBatch,
+    Resend,
+    RpcReply,
+    RpcRequest,
+    Snapshot,
+    Status,
+    decode,
+    encode,
+    topics,
+)
 from protocol.aio import cancel_and_wait, retry_forever
 from protocol.topics import TopicKind
 
@@ -29,6 +47,8 @@ log = logging.getLogger(__name__)
 _MAX_QUEUED = 10_000
 _DRAIN_S = 2.0  # on shutdown, how long the message being recorded may still take
 GAP_TIMEOUT_S = 5.0  # a missing seq not filled by then is asked for with down/resend
+COMMAND_ROUND_S = 5.0  # how often pending commands of online stores are looked at
+_MAX_RPC_TASKS = 200
 Handler = Callable[[str, bytes, bool], Awaitable[None]]
 
 
@@ -70,11 +90,13 @@ class MqttTarget:
 
 
 class BrokerLink:
-    """Consume every store's `status` and record it; reconnect forever with backoff."""
+    """Consume stores' status, events, command results and RPC; reconnect forever with backoff."""
 
-    def __init__(self, db: Database, target: MqttTarget):
+    def __init__(self, db: Database, target: MqttTarget, rpc: RpcServer | None = None):
         self._db = db
         self._target = target
+        self._rpc = rpc or RpcServer(db)
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._unknown_logged: set[str] = set()
@@ -83,6 +105,8 @@ class BrokerLink:
         self._handlers: dict[TopicKind, Handler] = {
             TopicKind.STATUS: self._on_status,
             TopicKind.UP_EVENTS: self._on_events,
+            TopicKind.UP_CMD_RESULT: self._on_cmd_result,
+            TopicKind.UP_RPC: self._on_rpc,
         }
         self._client: aiomqtt.Client | None = None
         # (store, epoch) -> (loop time the gap was first seen, seq to resend from)
@@ -109,6 +133,8 @@ class BrokerLink:
         tb: TracebackType | None,
     ) -> None:
         await cancel_and_wait(self._task, log)
+        for task in list(self._rpc_tasks):
+            await cancel_and_wait(task, log)
         inflight = self._inflight
         if inflight is not None and not inflight.done():
             # Let the message being recorded commit rather than cut its transaction.
@@ -130,6 +156,7 @@ class BrokerLink:
                 self._backoff.connected()
                 log.info("connected to MQTT broker %s:%d", self._target.host, self._target.port)
                 gap_watch = asyncio.create_task(self._watch_gaps(client), name="hub-gap-watch")
+                resend = asyncio.create_task(self._resend_commands(client), name="hub-command-resend")
                 try:
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -139,6 +166,7 @@ class BrokerLink:
                         )
                         await asyncio.shield(self._inflight)
                 finally:
+                    await cancel_and_wait(resend, log)
                     await cancel_and_wait(gap_watch, log)
         finally:
             self._client = None
@@ -198,6 +226,65 @@ class BrokerLink:
             return False
         return True
 
+    async def _on_cmd_result(self, store: str, payload: bytes, retained: bool) -> None:
+        await record_result(self._db, store, decode(CommandResult, payload))
+
+    async def _on_rpc(self, store: str, payload: bytes, retained: bool) -> None:
+        """Answer in a task of its own: a request must not wait behind a backlog of event batches."""
+        request = decode(RpcRequest, payload)
+        if len(self._rpc_tasks) >= _MAX_RPC_TASKS:
+            log.warning("store %s: too many RPC requests in progress; refusing %s", store, request.id)
+            await self._reply(store, RpcReply.failure(request.id, "the hub is busy; try again"))
+            return
+        task = asyncio.create_task(self._answer(store, request), name="hub-rpc")
+        self._rpc_tasks.add(task)
+        task.add_done_callback(self._rpc_tasks.discard)
+
+    async def _answer(self, store: str, request: RpcRequest) -> None:
+        try:
+            reply = await self._rpc.handle(store, request)
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("store %s: RPC %s failed (database: %s)", store, request.method, err)
+            reply = RpcReply.failure(request.id, "the hub could not complete the request; try again")
+        except Exception:
+            log.exception("store %s: RPC %s failed", store, request.method)
+            reply = RpcReply.failure(request.id, "the hub failed on this request; the error was logged")
+        try:
+            await self._reply(store, reply)
+        except aiomqtt.MqttError as err:
+            log.info("store %s: could not send the reply to %s: %s", store, request.id, err)
+
+    async def _reply(self, store: str, reply: RpcReply) -> None:
+        if self._client is not None:
+            await self._client.publish(topics.down_rpc(store), encode(reply), qos=1)
+
+    async def publish_command(self, store: str, command: Command) -> bool:
+        """Send a command now if connected (else the re-send loop does); True if sent."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topics.down_cmd(store), encode(command), qos=1)
+        except aiomqtt.MqttError:
+            return False
+        await mark_sent(self._db, [str(command.id)], datetime.now(UTC))
+        return True
+
+    async def _send_commands(self, client: aiomqtt.Client, due: list[tuple[str, Command]]) -> None:
+        for store, command in due:
+            await client.publish(topics.down_cmd(store), encode(command), qos=1)
+        await mark_sent(self._db, [str(command.id) for _, command in due], datetime.now(UTC))
+
+    async def _resend_commands(self, client: aiomqtt.Client) -> None:
+        """Publish pending commands of online stores until each store reports a result."""
+        while True:
+            now = datetime.now(UTC)
+            try:
+                await self._send_commands(client, await due_commands(self._db, now))
+            except (SQLAlchemyError, OSError) as err:
+                log.warning("could not re-send pending commands (database: %s)", err)
+            await asyncio.sleep(COMMAND_ROUND_S)
+
     async def _watch_gaps(self, client: aiomqtt.Client) -> None:
         """Ask for a resend when a gap has stayed open for GAP_TIMEOUT_S."""
         while True:
@@ -225,11 +312,14 @@ class BrokerLink:
         if status.store is not None and status.store != store:
             raise DecodeError("Status", f"store {status.store!r} does not match topic {store!r}")
         try:
-            await record_status(self._db, store, status, retained=retained)
+            came_online = await record_status(self._db, store, status, retained=retained)
         except NotFound:
             self._log_unknown(store)
-        else:
-            self._unknown_logged.discard(store)
+            return
+        self._unknown_logged.discard(store)
+        if came_online and self._client is not None:
+            # Commands queued while it was away go out now rather than at the next round.
+            await self._send_commands(self._client, await due_commands(self._db, datetime.now(UTC), store))
 
 
 def _refused(code: int | ReasonCode) -> bool:

@@ -28,7 +28,9 @@ __all__ = [
     "HubRefund",
     "HubShift",
     "Reconciliation",
+    "RpcResult",
     "Store",
+    "StoreCommand",
     "StoreEvent",
     "StoreSnapshot",
     "SyncState",
@@ -213,3 +215,38 @@ class StoreSnapshot(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     body: Mapped[dict[str, Any]]
     published_at: Mapped[datetime]
+
+
+class StoreCommand(Base):
+    """A command for one store; re-sent until the store reports a result (it dedupes by id)."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_state", "state", "store"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    store: Mapped[str] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16))  # pending, done, failed, expired
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_sent_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class RpcResult(Base):
+    """The first outcome of an RPC request with an idempotency key, returned again on retries."""
+
+    __tablename__ = "rpc_results"
+
+    store: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
+    params_hash: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime]

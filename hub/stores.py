@@ -138,8 +138,8 @@ async def list_stores(
     ]
 
 
-async def record_status(db: Database, store_id: str, status: Status, *, retained: bool = False) -> None:
-    """Store the newest status of a store; raise `NotFound` for an unregistered store.
+async def record_status(db: Database, store_id: str, status: Status, *, retained: bool = False) -> bool:
+    """Store the newest status of a store; True if it just came online. `NotFound` if unregistered.
 
     A retained status replayed by the broker when the hub (re)subscribes is old news: it
     counts as seen at the time the edge stamped it, never later than now, so a dead edge
@@ -157,10 +157,12 @@ async def record_status(db: Database, store_id: str, status: Status, *, retained
             store.epoch = status.epoch
         if not status.online:
             store.online = False
-            return
+            return False
         if seen is None:
-            return
+            return False
+        came_online = not store.online and not retained
         if store.last_seen is None or seen >= store.last_seen:
             store.online = True
             store.last_seen = seen
             store.status = status.model_dump(mode="json")
+        return came_online

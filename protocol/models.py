@@ -93,6 +93,9 @@ class Envelope(WireModel):
 class Command(Envelope):
     """A command from the hub to a store (down/cmd); the edge dedupes by id."""
 
+    # A command that reaches a store after this (it was offline for days) is refused, not run.
+    expires_at: UtcDatetime | None = None
+
 
 class CommandResult(WireModel):
     """The outcome of a command, sent on up/cmd-result."""

@@ -186,6 +186,13 @@ class BrokerSetup:
     hub_env: dict[str, str]
     mosquitto: Mosquitto | None = None
 
+    @property
+    def port(self) -> int:
+        """Where edges connect."""
+        if self.mosquitto is not None:
+            return self.mosquitto.port
+        return int(self.hub_env["broker"]["port"])  # type: ignore[index]
+
     async def register(self, store: str, password: str) -> None:
         """Give a store its MQTT password on the broker (the embedded one reads the hub DB)."""
         if self.mosquitto is not None:
