@@ -108,10 +108,10 @@ def _width(text: str, rules: LayoutRules) -> int:
 
 @lru_cache(maxsize=8192)
 def _printable(char: str, rules: LayoutRules) -> str:
-    if char == YEN and rules.fullwidth_yen:
-        # GB and Big5 printer fonts have no glyph for U+00A5 (it is not in those charsets);
-        # the full-width sign is, and it takes two cells.
-        return FULLWIDTH_YEN
+    if char in (YEN, FULLWIDTH_YEN) and rules.fullwidth_yen:
+        # CJK printer fonts have one yen sign, full width (two cells): GB2312/GBK at A3A4, which
+        # is U+FFE5 (U+00A5 is not in GBK at all); Big5 at A244, which Python's codec calls U+00A5.
+        return YEN if rules.encoding == "big5" else FULLWIDTH_YEN
     category = unicodedata.category(char)
     if category in ("Mn", "Me", "Cf") or char == "\r":
         # A printer cannot overlay a mark on the previous cell; after NFC the rest are rare.
@@ -179,8 +179,8 @@ def wrap(text: str, columns: int, rules: LayoutRules) -> list[str]:
     if columns < 1:
         raise LayoutError(f"cannot wrap into {columns} columns")
     lines: list[str] = []
-    for paragraph in printable_text(text, rules).split("\n"):
-        lines.extend(_wrap_paragraph(paragraph, columns, rules))
+    for paragraph in text.replace("\r\n", "\n").split("\n"):
+        lines.extend(_wrap_paragraph(printable_text(paragraph, rules), columns, rules))
     return lines
 
 
@@ -188,7 +188,7 @@ def truncate(text: str, columns: int, rules: LayoutRules) -> str:
     """The longest prefix of the printable text that fits; a wide character is never halved."""
     kept: list[str] = []
     used = 0
-    for char in printable_text(text, rules).replace("\n", " "):
+    for char in printable_text(text.replace("\n", " "), rules):
         cells = _width(char, rules)
         if used + cells > columns:
             break
