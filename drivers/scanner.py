@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from evdev import InputEvent, ecodes
 
+from drivers.errors import DriverError
 from drivers.keymap import ENTER, GS, TAB, KeyboardState
 
 __all__ = [
@@ -25,11 +26,24 @@ __all__ = [
     "ScanDecoder",
     "ScanMode",
     "ScanOutcome",
+    "ScannerUnavailable",
     "parse_aim",
 ]
 
 _EXCERPT = 64
 _KEY_REPEAT = 2
+
+
+class ScannerUnavailable(DriverError):
+    """A scanner could not be opened, or went away while we were reading it."""
+
+    def __init__(self, device: str, problem: str) -> None:
+        """`device` names the scanner (port or stable id); `problem` says what the OS reported."""
+        super().__init__(
+            f"scanner {device!r} is unavailable ({problem}); "
+            "check its cable: scans resume once it is reopened"
+        )
+        self.device = device
 
 
 class RejectReason(StrEnum):
