@@ -351,7 +351,7 @@ def restore(backup: Path, journal: Path) -> Restored:
         copy = sqlite3.connect(partial, isolation_level=None)
         try:
             source.backup(copy)
-            old_epoch, new_epoch, resend = _renumber(copy)
+            old_epoch, new_epoch, resend = _renumber(copy, _current_epoch(journal))
         finally:
             copy.close()
     except sqlite3.DatabaseError as err:
@@ -362,7 +362,7 @@ def restore(backup: Path, journal: Path) -> Restored:
         source.close()
     kept_as = None
     if journal.exists():
-        kept_as = journal.with_name(f"{journal.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+        kept_as = journal.with_name(f"{journal.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
         journal.replace(kept_as)
     # A stale WAL next to the restored file would be replayed into it: move it with the old one.
     for suffix in ("-wal", "-shm"):
@@ -374,11 +374,25 @@ def restore(backup: Path, journal: Path) -> Restored:
     return Restored(backup, old_epoch, new_epoch, resend, kept_as)
 
 
-def _renumber(conn: sqlite3.Connection) -> tuple[int, int, int]:
+def _current_epoch(journal: Path) -> int:
+    """The epoch of the journal being replaced, or 0 if it is missing or unreadable."""
+    try:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def _renumber(conn: sqlite3.Connection, current_epoch: int) -> tuple[int, int, int]:
     conn.execute("BEGIN IMMEDIATE")
     old_epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
-    # Never an epoch the hub has seen: later than the old one and than any earlier restore.
-    new_epoch = max(old_epoch + 1, int(time.time()))
+    # Never an epoch the hub has seen: later than the backup's, than the journal it replaces
+    # (a second restore within the same second) and than any journal created before now.
+    new_epoch = max(old_epoch + 1, current_epoch + 1, int(time.time()))
     rows = conn.execute("SELECT event_id, type, ts, body FROM outbox ORDER BY epoch, seq").fetchall()
     conn.execute("DELETE FROM outbox")
     conn.executemany(
