@@ -54,7 +54,7 @@ class EscPosDecodeError(DriverError):
 
 
 @dataclass(frozen=True)
-class Line:
+class PrintedLine:
     """One printed line: text with the style it was printed in, or a marker such as ``[CUT]``."""
 
     text: str
@@ -119,7 +119,7 @@ class EscPosDecoder:
             raise EscPosDecodeError(f"unknown text encoding {encoding!r} for the receipt preview") from err
         self._cjk = self.encoding.replace("_", "") in _CJK_ENCODINGS
         self._chinese_default = self._cjk if chinese_mode is None else chinese_mode
-        self.records: list[Line] = []
+        self.records: list[PrintedLine] = []
         self.markers: list[Marker] = []
         self.images: list[RasterImage] = []
         self.unknown: list[bytes] = []
@@ -238,7 +238,7 @@ class EscPosDecoder:
         if text or force:
             style = self._line_style or _Style(align=self._style.align)
             self.records.append(
-                Line(text, "text", style.align, style.bold, style.underline, style.width, style.height)
+                PrintedLine(text, "text", style.align, style.bold, style.underline, style.width, style.height)
             )
         self._line_chars = []
         self._line_style = None
@@ -248,7 +248,7 @@ class EscPosDecoder:
         self.markers.append(Marker(kind, value))
         if kind != "status":
             self._end_line(force=False)
-            self.records.append(Line(text, kind, self._style.align))
+            self.records.append(PrintedLine(text, kind, self._style.align))
 
     # ------------------------------------------------------------------ bytes
 
@@ -537,7 +537,7 @@ def _code128_text(data: bytes) -> str:
     return "".join(out)
 
 
-def decode(data: bytes, encoding: str = "gb18030") -> EscPosDecoder:
+def decode_escpos(data: bytes, encoding: str = "gb18030") -> EscPosDecoder:
     """Decode a whole ESC/POS stream at once."""
     decoder = EscPosDecoder(encoding)
     decoder.feed(data)

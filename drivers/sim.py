@@ -357,7 +357,7 @@ class SimPoleDisplay(_PtyDevice):
 
     def __init__(self) -> None:
         super().__init__()
-        self._screen = _Screen()
+        self._screen = PoleScreen()
         self._pending = bytearray()
 
     @property
@@ -371,7 +371,7 @@ class SimPoleDisplay(_PtyDevice):
         del self._pending[:used]
 
 
-class _Screen:
+class PoleScreen:
     """The DM-D command subset our encoder and common POS software use."""
 
     def __init__(self) -> None:

@@ -15,11 +15,11 @@ from drivers.customer_display import (
     item_label,
     two_columns,
 )
-from drivers.sim import SimPoleDisplay, _Screen
+from drivers.sim import PoleScreen, SimPoleDisplay
 
 
 def screen_of(data: bytes) -> tuple[str, str]:
-    screen = _Screen()
+    screen = PoleScreen()
     assert screen.feed(data) == len(data)
     return screen.lines()
 

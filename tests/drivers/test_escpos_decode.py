@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image as PILImage
 
-from drivers.escpos_decode import EscPosDecodeError, EscPosDecoder, Line, Marker, decode
+from drivers.escpos import PrinterProfile, encode
+from drivers.escpos_decode import EscPosDecodeError, EscPosDecoder, Marker, PrintedLine, decode_escpos
+from drivers.receipt import QR, Barcode, Cell, Columns, Cut, DrawerKick, Feed, Image, Rule, Text
 
 ESC, GS, FS, DLE = b"\x1b", b"\x1d", b"\x1c", b"\x10"
 INIT = ESC + b"@"
@@ -24,17 +27,17 @@ def feed_in_pieces(data: bytes, encoding: str, sizes: list[int]) -> EscPosDecode
 
 
 def test_plain_text_lines_and_cr_lf():
-    assert decode(INIT + b"hello\r\nworld\n").lines == ["hello", "world"]
+    assert decode_escpos(INIT + b"hello\r\nworld\n").lines == ["hello", "world"]
 
 
 def test_trailing_text_without_lf_is_shown_as_pending_line():
-    decoder = decode(b"one\ntwo")
+    decoder = decode_escpos(b"one\ntwo")
     assert decoder.lines == ["one", "two"]
     assert [r.text for r in decoder.records] == ["one"]
 
 
 def test_esc_d_feeds_blank_lines_after_printing_the_buffer():
-    assert decode(b"a" + ESC + b"d\x03b\n").lines == ["a", "", "", "b"]
+    assert decode_escpos(b"a" + ESC + b"d\x03b\n").lines == ["a", "", "", "b"]
 
 
 def test_styles_are_kept_as_line_attributes():
@@ -45,11 +48,11 @@ def test_styles_are_kept_as_line_attributes():
         + GS + b"!\x00" + ESC + b"a\x00" + ESC + b"-\x01" + b"under\n"
         + ESC + b"!\x38" + b"both\n"
     )  # fmt: skip
-    records = decode(stream).records
-    assert records[0] == Line("合计", align="center", bold=True)
-    assert records[1] == Line("BIG", align="right", width=2, height=2)
-    assert records[2] == Line("under", underline=True)
-    assert records[3] == Line("both", bold=True, width=2, height=2)
+    records = decode_escpos(stream).records
+    assert records[0] == PrintedLine("合计", align="center", bold=True)
+    assert records[1] == PrintedLine("BIG", align="right", width=2, height=2)
+    assert records[2] == PrintedLine("under", underline=True)
+    assert records[3] == PrintedLine("both", bold=True, width=2, height=2)
 
 
 def test_command_parameters_never_leak_into_text():
@@ -58,7 +61,7 @@ def test_command_parameters_never_leak_into_text():
         ESC + b"3A" + ESC + b"2" + ESC + b"tA" + GS + b"BA" + GS + b"HA" + GS + b"hA" + GS + b"wA"
         + GS + b"fA" + FS + b"!A" + GS + b"LAA" + GS + b"WAA" + ESC + b"JA" + b"text\n"
     )  # fmt: skip
-    decoder = decode(stream, "cp437")
+    decoder = decode_escpos(stream, "cp437")
     assert decoder.lines == ["text"]
     assert decoder.unknown == []
 
@@ -100,13 +103,13 @@ def test_utf8_split_across_reads():
 
 def test_outside_chinese_mode_high_bytes_use_the_code_page():
     # FS . leaves Chinese mode: 0x9C is "£" in PC437, not half of a GB18030 character.
-    assert decode(FS + b"." + b"\x9c5\n", "gb18030").lines == ["£5"]
-    assert decode(FS + b"." + ESC + b"t\x10" + b"\x80\n", "gb18030").lines == ["€"]
+    assert decode_escpos(FS + b"." + b"\x9c5\n", "gb18030").lines == ["£5"]
+    assert decode_escpos(FS + b"." + ESC + b"t\x10" + b"\x80\n", "gb18030").lines == ["€"]
 
 
 def test_a_command_inside_a_double_byte_character_breaks_only_that_character():
     half = "鸡".encode("gb18030")[:1]
-    decoder = decode(b"A" + half + ESC + b"E\x01" + b"B\n")
+    decoder = decode_escpos(b"A" + half + ESC + b"E\x01" + b"B\n")
     assert decoder.lines == ["A\ufffdB"]
 
 
@@ -118,7 +121,7 @@ def test_barcode_both_forms_and_code128_sets():
         + GS + b"kI\x06{C" + bytes([12, 34, 5, 6])
         + GS + b"kE\x05" + b"ABC-1"
     )  # fmt: skip
-    decoder = decode(stream)
+    decoder = decode_escpos(stream)
     assert decoder.lines == [
         "[BARCODE EAN13 6901234567892]",
         "[BARCODE CODE128 SKU-12345{]",
@@ -129,7 +132,10 @@ def test_barcode_both_forms_and_code128_sets():
 
 
 def test_barcode_ends_the_pending_text_line():
-    assert decode(b"code:" + GS + b"kD\x08" + b"12345670").lines == ["code:", "[BARCODE EAN8 12345670]"]
+    assert decode_escpos(b"code:" + GS + b"kD\x08" + b"12345670").lines == [
+        "code:",
+        "[BARCODE EAN8 12345670]",
+    ]
 
 
 def test_qr_store_and_print():
@@ -157,7 +163,7 @@ def test_raster_image_marker_and_bits():
 
 def test_image_bytes_never_print_as_text():
     bits = b"ABC\n\x1b@" * 2
-    decoder = decode(GS + b"v0\x00\x02\x00\x06\x00" + bits + b"ok\n")
+    decoder = decode_escpos(GS + b"v0\x00\x02\x00\x06\x00" + bits + b"ok\n")
     assert decoder.lines == ["[IMAGE 16x6]", "ok"]
 
 
@@ -170,7 +176,7 @@ def test_image_bytes_never_print_as_text():
     ],
 )
 def test_cut_and_drawer_markers(cut, drawer, expected_pin):
-    decoder = decode(b"last line\n" + cut + drawer)
+    decoder = decode_escpos(b"last line\n" + cut + drawer)
     assert decoder.lines == ["last line", "[CUT]", f"[DRAWER {expected_pin}]"]
     assert [m.kind for m in decoder.markers] == ["cut", "drawer"]
 
@@ -185,23 +191,23 @@ def test_status_requests_are_markers_not_lines():
 
 
 def test_init_drops_unprinted_text_and_resets_style():
-    decoder = decode(ESC + b"E\x01" + b"lost" + INIT + b"kept\n")
-    assert decoder.records == [Line("kept")]
+    decoder = decode_escpos(ESC + b"E\x01" + b"lost" + INIT + b"kept\n")
+    assert decoder.records == [PrintedLine("kept")]
 
 
 def test_jobs_split_at_cuts():
-    decoder = decode(b"one\n" + CUT + b"two\nthree\n" + CUT + b"tail\n")
+    decoder = decode_escpos(b"one\n" + CUT + b"two\nthree\n" + CUT + b"tail\n")
     assert decoder.jobs() == [["one", "[CUT]"], ["two", "three", "[CUT]"], ["tail"]]
 
 
 def test_unknown_sequences_are_skipped_and_recorded():
-    decoder = decode(ESC + b"\x7f" + b"a" + GS + b"\x01" + b"b" + FS + b"\x02" + b"c\n")
+    decoder = decode_escpos(ESC + b"\x7f" + b"a" + GS + b"\x01" + b"b" + FS + b"\x02" + b"c\n")
     assert decoder.lines == ["abc"]
     assert decoder.unknown == [ESC + b"\x7f", GS + b"\x01", FS + b"\x02"]
 
 
 def test_barcode_without_terminator_is_dropped_not_buffered_forever():
-    decoder = decode(GS + b"k\x04" + b"A" * 300 + b"\n")
+    decoder = decode_escpos(GS + b"k\x04" + b"A" * 300 + b"\n")
     assert decoder.unknown == [GS + b"k\x04"]
     assert decoder.lines == ["A" * 300]
 
@@ -214,7 +220,7 @@ def test_unknown_encoding_is_a_driver_error():
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=400), encoding=st.sampled_from(["gb18030", "gbk", "big5", "utf-8", "cp437"]))
 def test_arbitrary_bytes_never_raise(data, encoding):
-    decoder = decode(data, encoding)
+    decoder = decode_escpos(data, encoding)
     assert all(isinstance(line, str) for line in decoder.lines)
 
 
@@ -228,8 +234,39 @@ _COMMANDISH = st.lists(st.one_of(_PIECES, st.binary(max_size=6)), max_size=60).m
 @settings(max_examples=300, deadline=None)
 @given(data=_COMMANDISH, cuts=st.lists(st.integers(0, 40), max_size=8))
 def test_any_split_gives_the_same_result(data, cuts):
-    whole = decode(data, "gb18030")
+    whole = decode_escpos(data, "gb18030")
     pieces = feed_in_pieces(data, "gb18030", cuts)
     assert pieces.lines == whole.lines
     assert pieces.markers == whole.markers
     assert pieces.unknown == whole.unknown
+
+
+@pytest.mark.parametrize("encoding", ["gb18030", "big5", "utf-8"])
+def test_round_trip_through_our_encoder(encoding):
+    logo = PILImage.new("1", (64, 16), 1)
+    logo.paste(0, (8, 4, 56, 12))  # a black bar, so the raster is not blank
+    document = [
+        Image(logo),
+        Text("珍珠奶茶", width=2, height=2, bold=True, align="center"),
+        Rule(),
+        Columns((Cell("大杯"), Cell("¥12.50", width=8, align="right"))),
+        Feed(1),
+        QR("https://example.cn/o/0042"),
+        Barcode("CODE128", "ORD-0042"),
+        DrawerKick(pin=5),
+        Cut(),
+    ]
+    profile = PrinterProfile("test", encoding=encoding, paper_mm=58)
+    decoder = decode_escpos(encode(document, profile), encoding)
+    lines = decoder.lines
+    assert decoder.unknown == []
+    assert lines[0].startswith("[IMAGE ")
+    assert decoder.images[0].ink > 0
+    title = next(r for r in decoder.records if "珍珠奶茶" in r.text)
+    # The encoder centres by padding with spaces itself.
+    assert (title.text.strip(), title.bold, title.width, title.height) == ("珍珠奶茶", True, 2, 2)
+    assert any(line.startswith("大杯") and line.endswith("12.50") for line in lines)
+    assert "[QR https://example.cn/o/0042]" in lines
+    assert "[BARCODE CODE128 ORD-0042]" in lines
+    assert lines.index("[DRAWER 5]") < lines.index("[CUT]") == len(lines) - 1
+    assert decoder.jobs() == [lines]
