@@ -296,8 +296,7 @@ class EscPosDecoder:
             self._mark("cut", "", "[CUT]")
             return 2
         if cmd == ord("*"):
-            head = self._params(pos, 3)
-            if head is None:
+            if (head := self._params(pos, 3)) is None:
                 return 0
             dots = head[1] | head[2] << 8
             self._payload = _Payload(dots * (1 if head[0] in (0, 1) else 3), "skip")
@@ -306,8 +305,7 @@ class EscPosDecoder:
             end = self._until_nul(pos, 2, 33)
             return 0 if end is None else self._unknown(pos) if end == -1 else end
         if cmd == ord("p"):
-            args = self._params(pos, 3)
-            if args is None:
+            if (args := self._params(pos, 3)) is None:
                 return 0
             pin = "5" if args[0] in (1, 49) else "2"
             self._mark("drawer", pin, f"[DRAWER {pin}]")
@@ -318,8 +316,7 @@ class EscPosDecoder:
             return 2 + _SKIP_ESC[cmd] if self._params(pos, _SKIP_ESC[cmd]) is not None else 0
         if cmd not in _ONE_PARAM_ESC:
             return self._unknown(pos)
-        args = self._params(pos, 1)
-        if args is None:
+        if (args := self._params(pos, 1)) is None:
             return 0
         self._esc_one(cmd, args[0])
         return 3
@@ -350,15 +347,13 @@ class EscPosDecoder:
 
     def _gs(self, pos: int, cmd: int) -> int:
         if cmd == ord("!"):
-            args = self._params(pos, 1)
-            if args is None:
+            if (args := self._params(pos, 1)) is None:
                 return 0
             self._style.width = (args[0] >> 4 & 7) + 1
             self._style.height = (args[0] & 7) + 1
             return 3
         if cmd == ord("V"):
-            head = self._params(pos, 1)
-            if head is None:
+            if (head := self._params(pos, 1)) is None:
                 return 0
             used = 4 if head[0] in (65, 66, 97, 98, 103, 104) else 3
             if pos + used > len(self._buf):
@@ -378,8 +373,7 @@ class EscPosDecoder:
     def _gs_graphics(self, pos: int, cmd: int) -> int:
         """Raster images become markers; other graphics are skipped by their declared length."""
         if cmd == ord("v"):
-            head = self._params(pos, 6)
-            if head is None:
+            if (head := self._params(pos, 6)) is None:
                 return 0
             if head[0] != ord("0"):
                 return self._unknown(pos)
@@ -388,8 +382,7 @@ class EscPosDecoder:
             self._payload = _Payload(size, "image", size <= _MAX_IMAGE_BYTES, width=width, height=height)
             return 8
         if cmd == ord("8"):  # GS 8 L p1..p4: large graphics data, four-byte length
-            head = self._params(pos, 5)
-            if head is None:
+            if (head := self._params(pos, 5)) is None:
                 return 0
             self._payload = _Payload(int.from_bytes(head[1:5], "little"), "skip")
             return 7
@@ -401,15 +394,13 @@ class EscPosDecoder:
 
     def _gs_paren(self, pos: int) -> int:
         """GS ( x pL pH ...: every function carries its own length, so unknown ones skip cleanly."""
-        head = self._params(pos, 3)
-        if head is None:
+        if (head := self._params(pos, 3)) is None:
             return 0
         length = head[1] | head[2] << 8
         if head[0] != ord("k") or length < 3:
             self._payload = _Payload(length, "skip")
             return 5
-        body = self._params(pos, 6)
-        if body is None:
+        if (body := self._params(pos, 6)) is None:
             return 0
         cn, fn = body[3], body[4]
         if cn == 49 and fn == 80:  # QR: store data (after cn fn m)
@@ -428,20 +419,17 @@ class EscPosDecoder:
             return self._qr_data.decode(self.encoding, errors="replace")
 
     def _barcode(self, pos: int) -> int:
-        head = self._params(pos, 1)
-        if head is None:
+        if (head := self._params(pos, 1)) is None:
             return 0
         kind = head[0]
         if kind <= 6:
-            end = self._until_nul(pos, 3, _MAX_NUL_DATA + 1)
-            if end is None:
+            if (end := self._until_nul(pos, 3, _MAX_NUL_DATA + 1)) is None:
                 return 0
             if end == -1:
                 return self._unknown(pos, 3)
             data = bytes(self._buf[pos + 3 : pos + end - 1])
         elif 65 <= kind <= 73:
-            size = self._params(pos, 2)
-            if size is None:
+            if (size := self._params(pos, 2)) is None:
                 return 0
             end = 4 + size[1]
             if pos + end > len(self._buf):
@@ -469,8 +457,7 @@ class EscPosDecoder:
             self._decoder = self._new_text_decoder()
             return 2
         if cmd == ord("!"):
-            args = self._params(pos, 1)
-            if args is None:
+            if (args := self._params(pos, 1)) is None:
                 return 0
             self._style.width = 2 if args[0] & 0x04 else 1
             self._style.height = 2 if args[0] & 0x08 else 1
@@ -482,15 +469,13 @@ class EscPosDecoder:
 
     def _dle(self, pos: int, cmd: int) -> int:
         if cmd in (0x04, 0x05):  # DLE EOT n (status), DLE ENQ n (real-time request)
-            args = self._params(pos, 1)
-            if args is None:
+            if (args := self._params(pos, 1)) is None:
                 return 0
             if cmd == 0x04:
                 self._mark("status", str(args[0]), "")
             return 3
         if cmd == 0x14:  # DLE DC4 fn a b
-            args = self._params(pos, 3)
-            if args is None:
+            if (args := self._params(pos, 3)) is None:
                 return 0
             if args[0] == 1:
                 pin = "5" if args[1] == 1 else "2"

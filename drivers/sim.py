@@ -372,7 +372,7 @@ class SimPoleDisplay(_PtyDevice):
 
 
 class PoleScreen:
-    """The DM-D command subset our encoder and common POS software use."""
+    """A pure 2x20 screen emulator for the DM-D command subset our encoder and common POS software use."""
 
     def __init__(self) -> None:
         self._reset()
@@ -383,6 +383,7 @@ class PoleScreen:
         self.scroll = False
 
     def lines(self) -> tuple[str, str]:
+        """The two lines as shown."""
         return "".join(self.rows[0]), "".join(self.rows[1])
 
     def feed(self, data: bytes) -> int:
