@@ -217,7 +217,7 @@ def test_unknown_encoding_is_a_driver_error():
         EscPosDecoder("klingon")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=400), encoding=st.sampled_from(["gb18030", "gbk", "big5", "utf-8", "cp437"]))
 def test_arbitrary_bytes_never_raise(data, encoding):
     decoder = decode_escpos(data, encoding)
@@ -231,7 +231,7 @@ _PIECES = st.sampled_from(
 _COMMANDISH = st.lists(st.one_of(_PIECES, st.binary(max_size=6)), max_size=60).map(b"".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=_COMMANDISH, cuts=st.lists(st.integers(0, 40), max_size=8))
 def test_any_split_gives_the_same_result(data, cuts):
     whole = decode_escpos(data, "gb18030")
