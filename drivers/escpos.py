@@ -50,6 +50,8 @@ _BARCODE = {
     "CODE128": 73,
 }
 _INVERT_BITS = bytes(255 - value for value in range(256))
+_THRESHOLD = [255 if value >= 128 else 0 for value in range(256)]
+_NEGATIVE = [255 - value for value in range(256)]
 
 
 class ProfileError(DriverError):
@@ -133,6 +135,16 @@ def _font(path: str) -> ImageFont.FreeTypeFont:
         ) from err
 
 
+@lru_cache(maxsize=4096)
+def _glyph(path: str, char: str, cells: int) -> PILImage.Image:
+    """One character drawn centred in its cells; cached because FreeType rendering dominates raster time."""
+    font = _font(path)
+    glyph = PILImage.new("L", (cells * _CELL_DOTS, _LINE_DOTS), 0)
+    left = (glyph.width - font.getlength(char)) / 2
+    ImageDraw.Draw(glyph).text((left, -2), char, font=font, fill=255)
+    return glyph
+
+
 def _raster(image: PILImage.Image) -> bytes:
     """GS v 0 commands for a 1-bit image whose set bits are ink and whose width is a multiple of 8."""
     width_bytes = image.width // 8
@@ -147,24 +159,21 @@ def _raster(image: PILImage.Image) -> bytes:
 
 def _line_image(line: Line, profile: PrinterProfile, rules: LayoutRules) -> PILImage.Image:
     """Draw a line on the same 12-dot cell grid the printer's font uses, so columns still align."""
-    font = _font(profile.raster_font)
     cells = profile.columns // line.width
     canvas = PILImage.new("L", (cells * _CELL_DOTS, _LINE_DOTS), 0)
-    draw = ImageDraw.Draw(canvas)
     x = 0
     for char in line.text:
-        span = _CELL_DOTS * display_width(
-            char, ambiguous_wide=rules.ambiguous_wide, wide_non_ascii=rules.wide_non_ascii
-        )
-        if char.strip():
-            left = x + (span - font.getlength(char)) / 2
+        span = display_width(char, ambiguous_wide=rules.ambiguous_wide, wide_non_ascii=rules.wide_non_ascii)
+        if span and char.strip():
+            glyph = _glyph(profile.raster_font, char, span)
             for dx in (0, 1) if line.bold else (0,):
-                draw.text((left + dx, -2), char, font=font, fill=255)
-        x += span
+                canvas.paste(255, (x + dx, 0), mask=glyph)
+        x += span * _CELL_DOTS
+    draw = ImageDraw.Draw(canvas)
     if line.underline:
         draw.line([(0, _LINE_DOTS - 1), (x - 1, _LINE_DOTS - 1)], fill=255, width=1)
     if line.invert:
-        inked = canvas.crop((0, 0, x, _LINE_DOTS)).point(lambda value: 255 - value)
+        inked = canvas.crop((0, 0, x, _LINE_DOTS)).point(_NEGATIVE)
         canvas.paste(inked, (0, 0))
     if line.width > 1 or line.height > 1:
         # The printer magnifies by repeating dots; NEAREST does the same.
@@ -172,7 +181,7 @@ def _line_image(line: Line, profile: PrinterProfile, rules: LayoutRules) -> PILI
         canvas = canvas.resize(size, PILImage.Resampling.NEAREST)
     paper = PILImage.new("L", (profile.dots, canvas.height + _LINE_GAP_DOTS), 0)
     paper.paste(canvas, (0, 0))
-    return paper.point(lambda value: 255 if value >= 128 else 0).convert("1", dither=PILImage.Dither.NONE)
+    return paper.point(_THRESHOLD).convert("1", dither=PILImage.Dither.NONE)
 
 
 def _picture(element: Image, dots: int) -> PILImage.Image:

@@ -188,6 +188,9 @@ def test_status_request_bytes() -> None:
         ),
         (bytes([0x1A, 0x32, 0x12, 0x72]), PrinterStatus(False, False, True, False, False, False), "no paper"),
         (bytes([0x12, 0x12, 0x12, 0x1E]), PrinterStatus(True, False, False, True, False, False), None),
+        # Near-end sensors report on bit 2 or bit 3 depending on the model; either means near end.
+        (bytes([0x12, 0x12, 0x12, 0x16]), PrinterStatus(True, False, False, True, False, False), None),
+        (bytes([0x12, 0x12, 0x12, 0x1A]), PrinterStatus(True, False, False, True, False, False), None),
         (bytes([0x1A, 0x52, 0x1A, 0x12]), PrinterStatus(False, False, False, False, False, True), "error"),
         (bytes([0x16, 0x12, 0x12, 0x12]), PrinterStatus(True, False, False, False, True, False), None),
         (bytes([0x1A, 0x12, 0x12, 0x12]), PrinterStatus(False, False, False, False, False, False), "offline"),
