@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ DEMO_STORE_NAME = "演示便利店"
 DEMO_USER = "demo-owner"
 DEMO_STAFF = "manager"
 _HOST = "127.0.0.1"
+_RESTART_S = 3
 
 
 def _port(preferred: int) -> int:
@@ -62,6 +64,7 @@ def _edge_toml(mqtt_port: int, password: str, edge_port: int, state: Path) -> st
         f'host = "{_HOST}"\n'
         f"port = {mqtt_port}\n"
         f'password = "{password}"\n'
+        "backoff_cap = 3\n"  # back quickly after a demo hub restart
     )
 
 
@@ -76,16 +79,22 @@ async def _wait_online(hub: Hub, within: float, stop: asyncio.Task[None]) -> boo
 
 
 async def run_demo(state: Path, *, hub_port: int, cwd: Path) -> None:
-    """Run hub + edge until Ctrl-C, then stop both cleanly."""
+    """Run hub + edge until Ctrl-C, then stop both cleanly; SIGUSR1 restarts the hub alone."""
     stop = asyncio.create_task(wait_for_stop_signal(), name="demo-signal")
+    restart = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, restart.set)
     try:
-        await _run(state, hub_port, cwd, stop)
+        await _run(state, hub_port, cwd, stop, restart)
     finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
         await cancel_and_wait(stop, logging.getLogger(__name__))
     print("storelink demo stopped.")
 
 
-async def _run(state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None]) -> None:
+async def _run(
+    state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None], restart: asyncio.Event
+) -> None:
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     mqtt_port = _port(1883)
     settings = HubSettings(
@@ -94,75 +103,95 @@ async def _run(state: Path, hub_port: int, cwd: Path, stop: asyncio.Task[None]) 
         http_port=_port(hub_port),
         broker=BrokerSettings(bind=_HOST, port=mqtt_port),
     )
-    async with Hub(settings) as hub:
-        creds = await add_store(hub.db, DEMO_STORE, DEMO_STORE_NAME, rotate=True)
-        password, token = await _demo_owner(hub)
-        edge_port = _port(8700)
-        edge_toml = state / "edge.toml"
-        toml = _edge_toml(mqtt_port, creds.password, edge_port, state / "edge")
-        await asyncio.to_thread(_write_private, edge_toml, toml)
-        hub_url = f"http://{_HOST}:{hub.http_port}"
-        edge_url = f"http://{_HOST}:{edge_port}"
-        info = {
-            "hub_url": hub_url,
-            "edge_url": edge_url,
-            "hub_token": token,
-            "store": DEMO_STORE,
-            "hub_user": DEMO_USER,
-            "hub_password": password,
-            "mqtt_port": mqtt_port,
-        }
-        demo_json = cwd / "storelink-demo.json"
-        staff_pin = f"{secrets.randbelow(10**6):06d}"
-        await _edge_cli(edge_toml, "catalog", "load", "--sample")
-        await _edge_cli(
-            edge_toml,
-            "staff",
-            "add",
-            DEMO_STAFF,
-            "--name",
-            "演示店长",
-            "--role",
-            "manager",
-            "--pin-stdin",
-            stdin=staff_pin,
-        )
-        edge = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "edge", "--config", str(edge_toml), "run"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            info |= {
-                "device_token": await _pair_device(edge_toml, edge_url),
-                "staff_id": DEMO_STAFF,
-                "staff_pin": staff_pin,
-            }
-            await asyncio.to_thread(
-                _write_private, demo_json, json.dumps(info, indent=2, ensure_ascii=False) + "\n"
-            )
-            note = "" if mqtt_port == 1883 else " (port 1883 is taken by another broker)"
+    edge: asyncio.subprocess.Process | None = None
+    try:
+        while True:
+            async with Hub(settings) as hub:
+                if edge is None:
+                    edge = await _start_store(hub, state, cwd, mqtt_port)
+                else:
+                    print("hub is back; the store sends what it sold meanwhile.", flush=True)
+                if await _wait_online(hub, 15, stop):
+                    print(f"store '{DEMO_STORE}' is online at the hub; Ctrl-C stops all.", flush=True)
+                else:
+                    print(f"store '{DEMO_STORE}' is not online yet; see the log above.", flush=True)
+                exited = asyncio.create_task(edge.wait(), name="demo-edge-exit")
+                restarting = asyncio.create_task(restart.wait(), name="demo-restart")
+                await asyncio.wait({exited, stop, restarting}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (exited, restarting):
+                    await cancel_and_wait(task, logging.getLogger(__name__))
+                if edge.returncode is not None:
+                    print(f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr)
+                    return
+                if stop.done():
+                    return
+            restart.clear()
             print(
-                f"\nstorelink demo\n"
-                f"  hub API      {hub_url}/api/v1/  (OpenAPI: /api/v1/openapi.json)\n"
-                f"  edge API     {edge_url}/api/v1/status  ({DEMO_STORE}: {DEMO_STORE_NAME})\n"
-                f"  MQTT broker  {_HOST}:{mqtt_port}, embedded amqtt{note}\n"
-                f"  hub sign-in  user '{DEMO_USER}', password '{password}'\n"
-                f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
-                f"  till         device token in {demo_json.name}; staff '{DEMO_STAFF}' PIN {staff_pin}\n"
-                f"  written to   {demo_json}\n\n"
-                f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
+                f"hub stopped (SIGUSR1); the store keeps selling offline. Back in {_RESTART_S} s.",
                 flush=True,
             )
-            if await _wait_online(hub, 15, stop):
-                print(f"store '{DEMO_STORE}' is online at the hub; Ctrl-C stops all.", flush=True)
-            else:
-                print(f"store '{DEMO_STORE}' is not online yet; see the log above.", flush=True)
-            exited = asyncio.create_task(edge.wait(), name="demo-edge-exit")
-            await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if exited.done():
-                print(f"the edge daemon exited with code {edge.returncode}; stopping", file=sys.stderr)
-        finally:
+            await asyncio.wait({stop}, timeout=_RESTART_S)
+            if stop.done():
+                return
+    finally:
+        if edge is not None:
             await _stop(edge)
+
+
+async def _start_store(hub: Hub, state: Path, cwd: Path, mqtt_port: int) -> asyncio.subprocess.Process:
+    """Register the demo store, set up its edge like an installer would, start it and print how to use it."""
+    creds = await add_store(hub.db, DEMO_STORE, DEMO_STORE_NAME, rotate=True)
+    password, token = await _demo_owner(hub)
+    edge_port = _port(8700)
+    edge_toml = state / "edge.toml"
+    toml = _edge_toml(mqtt_port, creds.password, edge_port, state / "edge")
+    await asyncio.to_thread(_write_private, edge_toml, toml)
+    hub_url = f"http://{_HOST}:{hub.http_port}"
+    edge_url = f"http://{_HOST}:{edge_port}"
+    info: dict[str, object] = {
+        "hub_url": hub_url,
+        "edge_url": edge_url,
+        "hub_token": token,
+        "store": DEMO_STORE,
+        "hub_user": DEMO_USER,
+        "hub_password": password,
+        "mqtt_port": mqtt_port,
+        "demo_pid": os.getpid(),
+    }
+    demo_json = cwd / "storelink-demo.json"
+    staff_pin = f"{secrets.randbelow(10**6):06d}"
+    await _edge_cli(edge_toml, "catalog", "load", "--sample")
+    staff = ("staff", "add", DEMO_STAFF, "--name", "演示店长", "--role", "manager", "--pin-stdin")
+    await _edge_cli(edge_toml, *staff, stdin=staff_pin)
+    edge = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "edge", "--config", str(edge_toml), "run"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        info |= {
+            "device_token": await _pair_device(edge_toml, edge_url),
+            "staff_id": DEMO_STAFF,
+            "staff_pin": staff_pin,
+        }
+    except BaseException:
+        await _stop(edge)
+        raise
+    await asyncio.to_thread(_write_private, demo_json, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    note = "" if mqtt_port == 1883 else " (port 1883 is taken by another broker)"
+    print(
+        f"\nstorelink demo\n"
+        f"  hub API      {hub_url}/api/v1/  (OpenAPI: /api/v1/openapi.json)\n"
+        f"  edge API     {edge_url}/api/v1/status  ({DEMO_STORE}: {DEMO_STORE_NAME})\n"
+        f"  MQTT broker  {_HOST}:{mqtt_port}, embedded amqtt{note}\n"
+        f"  hub sign-in  user '{DEMO_USER}', password '{password}'\n"
+        f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
+        f"  till         device token in {demo_json.name}; staff '{DEMO_STAFF}' PIN {staff_pin}\n"
+        f"  written to   {demo_json}\n"
+        f"  restart hub  kill -USR1 {os.getpid()}  (the store keeps selling and catches up)\n\n"
+        f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
+        flush=True,
+    )
+    return edge
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -29,11 +29,12 @@ def _get(url: str, token: str | None = None) -> tuple[int, str, dict[str, Any]]:
         return err.code, err.headers.get_content_type(), json.loads(err.read())
 
 
-def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+def _post(url: str, token: str, body: dict[str, Any], method: str = "POST") -> dict[str, Any]:
     request = urllib.request.Request(  # noqa: S310 - local URL
         url,
         data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method=method,
     )
     with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
         assert resp.status in (200, 201)
@@ -59,6 +60,60 @@ def _sell_with_demo_credentials(info: dict[str, Any]) -> None:
     assert refund["total_fen"] == 600
     shift = _post(f"{edge}/shifts/current/close", token, {"counted_cash_fen": 20000})["shift"]
     assert (shift["expected_cash_fen"], shift["difference_fen"]) == (20000, 0)
+
+
+def _until(check, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def _sell_cola(info: dict[str, Any], token: str) -> int:
+    edge = info["edge_url"] + "/api/v1"
+    order = _post(edge + "/orders", token, {})["order"]
+    total = _post(f"{edge}/orders/{order['id']}/lines", token, {"barcode": "6954767410388"})["order"][
+        "total_fen"
+    ]
+    _post(f"{edge}/orders/{order['id']}/payments", token, {"method": "cash", "amount_fen": total})
+    return total
+
+
+def _hub_orders(info: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        status, _, body = _get(f"{info['hub_url']}/api/v1/orders?store={info['store']}", info["hub_token"])
+    except urllib.error.URLError:  # the hub is restarting
+        return []
+    return body["items"] if status == 200 else []
+
+
+def _price_change_and_hub_restart(info: dict[str, Any], demo_pid: int) -> None:
+    """Head office changes a price; then the hub restarts while the store sells: nothing is lost."""
+    edge = info["edge_url"] + "/api/v1"
+    token = _post(
+        edge + "/sessions", info["device_token"], {"staff_id": info["staff_id"], "pin": info["staff_pin"]}
+    )["token"]
+    _post(edge + "/shifts", token, {"float_fen": 0})
+    assert _sell_cola(info, token) == 300
+    hub_prices = f"{info['hub_url']}/api/v1/stores/{info['store']}/snapshots/prices"
+    _post(hub_prices, info["hub_token"], {"price_overrides": {"DRK-002": 250}}, method="PUT")
+    product = f"{edge}/products/DRK-002"
+    _until(
+        lambda: _get(product, token)[2].get("store_price_fen") == 250, 10, "new price never reached the till"
+    )
+    assert _sell_cola(info, token) == 250
+    _until(lambda: len(_hub_orders(info)) == 3, 10, "sales did not reach the hub")
+
+    os.kill(demo_pid, signal.SIGUSR1)  # the demo stops its hub, then starts it again
+    _until(lambda: not _get(edge + "/status")[2]["hub_online"], 10, "the store never noticed the hub stop")
+    offline = [_sell_cola(info, token) for _ in range(3)]
+    assert offline == [250, 250, 250]
+    _until(lambda: len(_hub_orders(info)) == 6, 30, "orders sold while the hub was down never arrived")
+    orders = _hub_orders(info)
+    assert sorted(o["total_fen"] for o in orders) == [250, 250, 250, 250, 300, 600]
+    assert len({o["id"] for o in orders}) == 6
+    status = _get(edge + "/status")[2]
+    assert status["outbox_pending"] == 0
 
 
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
@@ -98,6 +153,7 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         assert {"outbox_pending", "epoch", "acked_through"} <= set(edge)
         assert edge["catalog_version"] is not None
         _sell_with_demo_credentials(info)
+        _price_change_and_hub_restart(info, info["demo_pid"])
     finally:
         demo.send_signal(signal.SIGINT)
         try:
