@@ -8,6 +8,8 @@ cannot make a person look fast or a scanner look slow.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,6 +22,7 @@ __all__ = [
     "ENTER",
     "TAB",
     "AimId",
+    "OutcomeQueue",
     "RejectReason",
     "Rejection",
     "Scan",
@@ -30,6 +33,7 @@ __all__ = [
     "parse_aim",
 ]
 
+_log = logging.getLogger(__name__)
 _EXCERPT = 64
 _KEY_REPEAT = 2
 
@@ -330,3 +334,38 @@ class ScanDecoder:
         if self.gs_substitute:
             text = text.replace(self.gs_substitute, GS)
         return Scan(text, started, ended, aim)
+
+
+class OutcomeQueue:
+    """Hands outcomes from a transport to its async consumer; bounded, it drops the oldest if nobody reads."""
+
+    def __init__(self, device: str, maxsize: int = 256) -> None:
+        """`device` names the scanner in errors and log lines."""
+        self.device = device
+        self._queue: asyncio.Queue[ScanOutcome | None] = asyncio.Queue(maxsize)
+        self._problem: str | None = None
+        self._dropping = False
+
+    def put(self, item: ScanOutcome | None) -> None:
+        """Queue an outcome (None marks the end); call from the event loop's thread only."""
+        if self._queue.full():
+            if not self._dropping:
+                _log.warning("scanner %r: nobody is reading scans; dropping the oldest", self.device)
+            self._dropping = True
+            self._queue.get_nowait()
+        else:
+            self._dropping = False
+        self._queue.put_nowait(item)
+
+    def close(self, problem: str) -> None:
+        """Mark the device gone: `get()` raises ScannerUnavailable once the queued outcomes are read."""
+        self._problem = problem
+        self.put(None)
+
+    async def get(self) -> ScanOutcome:
+        """The next outcome; ScannerUnavailable after `close()` and every later call."""
+        if self._problem is None or not self._queue.empty():
+            item = await self._queue.get()
+            if item is not None:
+                return item
+        raise ScannerUnavailable(self.device, self._problem or "closed")

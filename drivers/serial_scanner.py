@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +17,7 @@ from typing import Any, Self
 import serial
 
 from drivers.scanner import (
+    OutcomeQueue,
     Rejection,
     RejectReason,
     Scan,
@@ -28,7 +28,6 @@ from drivers.scanner import (
 
 __all__ = ["CR", "CRLF", "EOL", "ETX", "LF", "SerialFrameDecoder", "SerialScanner"]
 
-_log = logging.getLogger(__name__)
 
 CR = b"\r"
 LF = b"\n"
@@ -171,13 +170,6 @@ def _excerpt(data: bytes | bytearray) -> str:
     return bytes(data[:_EXCERPT]).decode("utf-8", "backslashreplace")[:_EXCERPT]
 
 
-class _Gone:
-    """Queue marker: the reader thread ended because the port failed."""
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
 class SerialScanner:
     """A scanner on a serial port: `async with` opens it; `read()` or `async for` yields its outcomes."""
 
@@ -197,12 +189,10 @@ class SerialScanner:
         self.decoder = decoder or SerialFrameDecoder()
         self.idle_timeout = idle_timeout
         self._factory = serial_factory or serial.Serial
-        self._queue: asyncio.Queue[ScanOutcome | _Gone] = asyncio.Queue(queue_size)
+        self._outcomes = OutcomeQueue(port, queue_size)
         self._stop = threading.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._gone: _Gone | None = None
-        self._dropping = False
 
     async def __aenter__(self) -> Self:
         """Open the port (in a thread) and start reading it."""
@@ -245,12 +235,7 @@ class SerialScanner:
 
     async def read(self) -> ScanOutcome:
         """Wait for the next scan or rejection; raise ScannerUnavailable once the port has failed."""
-        if self._gone is None:
-            item = await self._queue.get()
-            if not isinstance(item, _Gone):
-                return item
-            self._gone = item
-        raise ScannerUnavailable(self.port, self._gone.problem)
+        return await self._outcomes.get()
 
     def _read_loop(self, handle: Any, loop: asyncio.AbstractEventLoop) -> None:
         last_data = time.monotonic()
@@ -263,21 +248,12 @@ class SerialScanner:
                 elif self.decoder.pending and time.monotonic() - last_data > self.idle_timeout:
                     self._deliver(loop, self.decoder.flush(time.time()))
         except (serial.SerialException, OSError) as err:
-            self._deliver(loop, [*self.decoder.flush(time.time()), _Gone(str(err))])
+            self._deliver(loop, self.decoder.flush(time.time()))
+            loop.call_soon_threadsafe(self._outcomes.close, str(err))
         finally:
             with contextlib.suppress(serial.SerialException, OSError):
                 handle.close()
 
-    def _deliver(self, loop: asyncio.AbstractEventLoop, items: Iterable[ScanOutcome | _Gone]) -> None:
+    def _deliver(self, loop: asyncio.AbstractEventLoop, items: Iterable[ScanOutcome]) -> None:
         for item in items:
-            loop.call_soon_threadsafe(self._put, item)
-
-    def _put(self, item: ScanOutcome | _Gone) -> None:
-        if self._queue.full():
-            if not self._dropping:
-                _log.warning("scanner %r: nobody is reading scans; dropping the oldest", self.port)
-            self._dropping = True
-            self._queue.get_nowait()
-        else:
-            self._dropping = False
-        self._queue.put_nowait(item)
+            loop.call_soon_threadsafe(self._outcomes.put, item)

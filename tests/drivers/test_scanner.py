@@ -11,11 +11,13 @@ from drivers.keymap import GS
 from drivers.scanner import (
     TAB,
     AimId,
+    OutcomeQueue,
     Rejection,
     RejectReason,
     Scan,
     ScanDecoder,
     ScanMode,
+    ScannerUnavailable,
     parse_aim,
 )
 from tests.drivers.keyseq import TYPABLE, chord, event, tap, typed
@@ -284,3 +286,18 @@ def test_slow_typing_never_becomes_a_scan_in_auto_mode(text, gap):
     outcomes = [*decoder.feed_all(typed(text + "\n", gap=gap)), *decoder.flush()]
     assert outcomes
     assert not any(isinstance(o, Scan) for o in outcomes)
+
+
+async def test_outcome_queue_drops_the_oldest_when_full_and_ends_with_unavailable(caplog):
+    queue = OutcomeQueue("till-1", maxsize=2)
+    scans = [Scan(str(n), T0, T0) for n in range(3)]
+    for scan in scans:
+        queue.put(scan)
+    assert "nobody is reading" in caplog.text
+    queue.close("unplugged")
+    assert [await queue.get()] == [scans[2]]
+    with pytest.raises(ScannerUnavailable, match="'till-1' is unavailable \\(unplugged\\)") as caught:
+        await queue.get()
+    assert caught.value.device == "till-1"
+    with pytest.raises(ScannerUnavailable):
+        await queue.get()
