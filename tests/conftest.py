@@ -61,14 +61,17 @@ class Mosquitto:
     proc: subprocess.Popen[bytes] | None = None
     hub_user: str = "hubsvc"
     hub_password: str = "hub-secret"
+    tls: tuple[Path, Path] | None = None  # (certfile, keyfile): the listener speaks only TLS
 
     @property
     def passwd(self) -> Path:
         return self.workdir / "passwd"
 
     def write_config(self) -> None:
-        conf = [
-            f"listener {self.port} 127.0.0.1",
+        conf = [f"listener {self.port} 127.0.0.1"]
+        if self.tls is not None:
+            conf += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}", "tls_version tlsv1.2"]
+        conf += [
             "persistence false",
             "log_dest stderr",
             "log_type error",
@@ -126,10 +129,10 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[type[Mosquitto] | object]:
         missing_service("mosquitto is not installed (apt-get install -y mosquitto)")
     started: list[Mosquitto] = []
 
-    def make(*, secure: bool = False) -> Mosquitto:
+    def make(*, secure: bool = False, tls: tuple[Path, Path] | None = None) -> Mosquitto:
         workdir = tmp_path / f"mosquitto-{len(started)}"
         workdir.mkdir()
-        broker = Mosquitto(workdir, secure)
+        broker = Mosquitto(workdir, secure, tls=tls)
         broker.write_config()
         broker.start()
         started.append(broker)
