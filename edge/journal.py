@@ -115,6 +115,22 @@ _MIGRATIONS: list[str] = [
     ) STRICT;
     CREATE INDEX commands_by_type ON commands (type, received_at);
     """,
+    # 4: print jobs, printed at most once each
+    """
+    CREATE TABLE print_jobs (
+        id TEXT PRIMARY KEY,
+        printer TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ref TEXT,
+        payload BLOB,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'printing', 'done', 'failed', 'unknown')),
+        attempts INTEGER NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX print_jobs_queue ON print_jobs (printer, state, created_at);
+    """,
 ]
 
 
