@@ -8,7 +8,7 @@ import time
 import pytest
 
 from edge.errors import EdgeError, JournalCorrupt
-from edge.journal import Journal
+from edge.journal import _MIGRATIONS, Journal
 
 
 async def test_new_journal_starts_at_epoch_one_with_empty_outbox(tmp_path):
@@ -19,7 +19,7 @@ async def test_new_journal_starts_at_epoch_one_with_empty_outbox(tmp_path):
     assert abs(state.epoch - time.time()) < 60  # a new journal's epoch is its creation time
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
     conn.close()
     async with Journal(path) as journal:  # reopening does not re-run migrations
         assert (await journal.state()).epoch == state.epoch  # reopening keeps it
