@@ -80,6 +80,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "shift.open": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER}),
     "shift.close": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER}),
     "receipt.reprint": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER}),
+    "devices.test": frozenset({_R.OWNER, _R.MANAGER}),
 }
 
 

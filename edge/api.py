@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge import access
 from edge.commands import recent_messages
 from edge.config import EdgeSettings
+from edge.device_manager import DeviceManager, preview
+from edge.devices import UnknownDevice
 from edge.errors import TillError
 from edge.events import EventBus
 from edge.hublink import HubLink
@@ -43,6 +45,7 @@ SNAPSHOTS = web.AppKey("snapshots", Snapshots)
 BUS = web.AppKey("bus", EventBus)
 PAIRING = web.AppKey("pairing", access.PairingGuard)
 RPC = web.AppKey("rpc", RpcClient)
+DEVICES = web.AppKey("devices", DeviceManager)
 PRINCIPAL = web.RequestKey("principal", access.Principal)
 TOKEN = web.RequestKey("token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -143,6 +146,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BadRequest as err:
         body = err.problem.body()
         return web.json_response(body, status=err.problem.status, content_type=PROBLEM_JSON, dumps=_dumps)
+    except UnknownDevice as err:
+        return problem(404, "Not found", str(err))
     except HubUnreachable as err:
         return problem(503, "Hub unreachable", str(err), **{"Retry-After": "5"})
     except RpcFailed as err:
@@ -286,6 +291,28 @@ async def messages(request: web.Request) -> web.Response:
     return reply_json({"messages": found})
 
 
+async def list_devices(request: web.Request) -> web.Response:
+    """Printers with their roles and health."""
+    return reply_json({"devices": request.app[DEVICES].health()})
+
+
+async def device_test(request: web.Request) -> web.Response:
+    """Print a test page (manager)."""
+    principal(request).require("devices.test")
+    job = await request.app[DEVICES].test(request.match_info["device"])
+    return reply_json({"job": job}, 202)
+
+
+async def device_preview(request: web.Request) -> web.Response:
+    """What the device's newest jobs print, decoded from the bytes sent (`limit`, default 3)."""
+    limit = request.query.get("limit", "3")
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 20:
+        raise BadRequest(Problem(title="Bad query", status=400, detail="limit must be 1-20"))
+    registry = request.app[DEVICES].registry
+    jobs = await preview(request.app[JOURNAL], registry, request.match_info["device"], int(limit))
+    return reply_json({"jobs": jobs})
+
+
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of the local API."""
     from edge.openapi import openapi_document  # noqa: PLC0415 - built on demand
@@ -302,6 +329,7 @@ def make_app(
     till: Till,
     bus: EventBus,
     rpc: RpcClient,
+    devices: DeviceManager,
 ) -> web.Application:
     """Build the local API around the daemon's shared parts."""
     from edge import api_till  # noqa: PLC0415 - it imports helpers from this module
@@ -314,6 +342,7 @@ def make_app(
     app[TILL] = till
     app[BUS] = bus
     app[RPC] = rpc
+    app[DEVICES] = devices
     app[PAIRING] = access.PairingGuard()
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/openapi.json", openapi)
@@ -322,5 +351,8 @@ def make_app(
     app.router.add_delete("/api/v1/sessions", sign_out)
     app.router.add_get("/api/v1/hub/check", hub_check)
     app.router.add_get("/api/v1/messages", messages)
+    app.router.add_get("/api/v1/devices", list_devices)
+    app.router.add_post("/api/v1/devices/{device}/test", device_test)
+    app.router.add_get("/api/v1/devices/{device}/preview", device_preview)
     api_till.add_routes(app)
     return app

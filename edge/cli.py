@@ -12,11 +12,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from edge import access, daemon
 from edge.catalog import CatalogStore
 from edge.config import EdgeSettings
+from edge.device_manager import preview
+from edge.devices import DeviceEntry, load_registry, network_id, save_registry
 from edge.errors import EdgeError
 from edge.journal import Journal, daemon_lock, restore
+from edge.print_queue import enqueue, recent_jobs
 from protocol import ConfigError, load_settings
 
 __all__ = ["main"]
@@ -126,6 +131,113 @@ def cmd_journal_backups(args: argparse.Namespace) -> None:
         print(backup)
 
 
+def cmd_devices(args: argparse.Namespace) -> None:
+    """List registered devices with roles and their last print job."""
+    settings = _settings(args)
+    registry = load_registry(settings.state_dir)
+    if not registry.devices:
+        print("no devices yet; add a printer with `storelink-edge devices add --host IP --name NAME`")
+        return
+
+    async def last_jobs(journal: Journal) -> dict[str, str]:
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            out = {}
+            for entry in registry.devices:
+                jobs = recent_jobs(conn, entry.id, 1)
+                out[entry.id] = f"last job {jobs[0].kind} {jobs[0].state}" if jobs else "no jobs yet"
+            return out
+
+        return await journal.read(read)
+
+    last = asyncio.run(_with_journal(settings, last_jobs))
+    for entry in registry.devices:
+        role = entry.role or ("receipt (only printer)" if registry.by_role("receipt") is entry else "-")
+        print(f"{entry.id}  {entry.name}  role={role}  {entry.address}  {entry.paper_mm}mm  {last[entry.id]}")
+
+
+def cmd_devices_add(args: argparse.Namespace) -> None:
+    """Register a network or serial printer (and bind it to a role)."""
+    settings = _settings(args)
+    if (args.host is None) == (args.serial is None):
+        raise ValueError("give --host (network printer) or --serial (serial printer)")
+    fields: dict[str, object] = {
+        "name": args.name,
+        "role": args.role,
+        "paper_mm": args.paper,
+        "encoding": args.encoding,
+        "cjk_font": not args.no_cjk_font,
+        "cutter": not args.no_cutter,
+    }
+    if args.host is not None:
+        fields |= {"id": network_id(args.host, args.port), "transport": "network", "host": args.host}
+        fields["port"] = args.port
+    else:
+        fields |= {"id": "serial-" + Path(args.serial).name, "transport": "serial", "path": args.serial}
+    entry = DeviceEntry.model_validate(fields)
+    save_registry(settings.state_dir, load_registry(settings.state_dir).upsert(entry))
+    print(f"device {entry.id} ({entry.name}, {entry.address}) saved with role {entry.role or '-'}")
+
+
+def cmd_devices_bind(args: argparse.Namespace) -> None:
+    """Give a device a role (the role moves from any other device)."""
+    settings = _settings(args)
+    registry = load_registry(settings.state_dir)
+    entry = registry.find(args.device).model_copy(update={"role": args.role})
+    save_registry(settings.state_dir, registry.upsert(DeviceEntry.model_validate(entry.model_dump())))
+    print(f"device {entry.id} is now the {args.role} printer")
+
+
+def cmd_devices_test(args: argparse.Namespace) -> None:
+    """Queue a test page; the running daemon prints it within seconds."""
+    settings = _settings(args)
+    entry = load_registry(settings.state_dir).find(args.device)
+
+    async def queue(journal: Journal) -> str:
+        return await journal.transaction(lambda conn: enqueue(conn, entry.id, "test"))
+
+    print(f"test page queued for {entry.name} (job {asyncio.run(_with_journal(settings, queue))})")
+
+
+def cmd_devices_preview(args: argparse.Namespace) -> None:
+    """Print what a printer's newest jobs put on paper, decoded from the bytes sent."""
+    settings = _settings(args)
+    registry = load_registry(settings.state_dir)
+    jobs = asyncio.run(_with_journal(settings, lambda j: preview(j, registry, args.device, args.last)))
+    if not jobs:
+        print("no jobs yet for this device")
+    for job in jobs:
+        print(f"--- {job['kind']} {job['ref'] or ''} [{job['state']}] {job['created_at']}")
+        print("\n".join(job["lines"]) if job["lines"] else f"(not laid out yet) {job['error'] or ''}")
+
+
+def _devices_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    devices = sub.add_parser("devices", help="printers and their roles")
+    devices.set_defaults(func=cmd_devices)
+    dev = devices.add_subparsers(dest="sub")
+    add_dev = dev.add_parser("add", help="register a network (--host) or serial (--serial) printer")
+    add_dev.add_argument("--name", required=True, help="e.g. 前台 or 热菜厨房")
+    add_dev.add_argument("--host", help="network printer address (raw TCP, usually port 9100)")
+    add_dev.add_argument("--port", type=int, default=9100)
+    add_dev.add_argument("--serial", help="serial device, e.g. /dev/serial/by-path/...")
+    add_dev.add_argument("--role", help="receipt, kitchen-<station> (e.g. kitchen-hot), label or display")
+    add_dev.add_argument("--paper", type=int, choices=[58, 80], default=80, help="paper width in mm")
+    add_dev.add_argument("--encoding", choices=["gb18030", "gbk", "big5", "utf-8"], default="gb18030")
+    add_dev.add_argument("--no-cjk-font", action="store_true", help="no Chinese font: Chinese as images")
+    add_dev.add_argument("--no-cutter", action="store_true")
+    add_dev.set_defaults(func=cmd_devices_add)
+    bind = dev.add_parser("bind", help="give a device a role")
+    bind.add_argument("device", help="device id or name")
+    bind.add_argument("role")
+    bind.set_defaults(func=cmd_devices_bind)
+    test = dev.add_parser("test", help="print a test page")
+    test.add_argument("device", help="device id, name or role")
+    test.set_defaults(func=cmd_devices_test)
+    prev = dev.add_parser("preview", help="show what the newest jobs printed")
+    prev.add_argument("device", help="device id, name or role")
+    prev.add_argument("--last", type=int, default=1, help="how many jobs")
+    prev.set_defaults(func=cmd_devices_preview)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storelink-edge", description=__doc__)
     parser.add_argument("--config", type=Path, help="edge.toml (every setting also from STORELINK_* env)")
@@ -153,6 +265,8 @@ def _parser() -> argparse.ArgumentParser:
     restore_cmd.add_argument("backup", nargs="?", help="backup file (default: the newest)")
     restore_cmd.set_defaults(func=cmd_journal_restore)
 
+    _devices_parser(sub)
+
     sub.add_parser("pair", help="show a code to pair a phone or tablet").set_defaults(func=cmd_pair)
     paired = sub.add_parser("paired", help="list paired devices (or --revoke ID)")
     paired.add_argument("--revoke", metavar="DEVICE_ID")
@@ -167,6 +281,11 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except KeyboardInterrupt:
         pass
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"storelink-edge: {where}: {first['msg']}", file=sys.stderr)
+        sys.exit(2)
     except (ConfigError, EdgeError, ValueError) as err:
         print(f"storelink-edge: {err}", file=sys.stderr)
         sys.exit(2)

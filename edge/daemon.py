@@ -15,6 +15,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 from edge.api import VERSION, make_app
 from edge.commands import CommandRunner
 from edge.config import EdgeSettings
+from edge.device_manager import DeviceManager
 from edge.events import EventBus
 from edge.hublink import HubLink
 from edge.journal import Journal, daemon_lock
@@ -47,6 +48,7 @@ class EdgeDaemon:
         self.journal = Journal(settings.state_dir / "journal.sqlite3")
         self.snapshots = Snapshots(settings)
         self.bus = EventBus()
+        self.devices = DeviceManager(settings, self.journal)
         self.commands = CommandRunner(self.journal, self.bus)
         self.rpc = RpcClient(
             lambda request: self.link.publish_rpc(request),  # noqa: PLW0108 - the link is made below
@@ -60,8 +62,15 @@ class EdgeDaemon:
             versions=lambda: dict(self.snapshots.applied.versions),
             commands=self.commands,
             on_rpc_reply=self.rpc.on_reply,
+            devices=self.devices.health,
         )
-        self.till = Till(settings, self.journal, self.bus, on_outbox=self.link.notify_outbox)
+        self.till = Till(
+            settings,
+            self.journal,
+            self.bus,
+            on_outbox=self.link.notify_outbox,
+            queue_print=self.devices.queue_in,
+        )
         self.http_port: int | None = None
 
     async def __aenter__(self) -> EdgeDaemon:
@@ -69,6 +78,7 @@ class EdgeDaemon:
             self._stack.enter_context(daemon_lock(self.settings.state_dir))
             await self._stack.enter_async_context(self.journal)
             await self._stack.enter_async_context(self.snapshots)
+            await self._stack.enter_async_context(self.devices)
             await self._stack.enter_async_context(self.link)
             app = make_app(
                 self.settings,
@@ -78,6 +88,7 @@ class EdgeDaemon:
                 till=self.till,
                 bus=self.bus,
                 rpc=self.rpc,
+                devices=self.devices,
             )
             runner = web.AppRunner(app, shutdown_timeout=2, access_log_class=PathOnlyAccessLogger)
             await runner.setup()

@@ -17,7 +17,15 @@ from drivers import NetworkPrinter, Printer, PrinterProfile, SerialPrinter, UsbP
 from edge.documents import read_document, write_document
 from edge.errors import EdgeError
 
-__all__ = ["DeviceEntry", "DeviceRegistry", "load_registry", "open_printer", "save_registry"]
+__all__ = [
+    "DeviceEntry",
+    "DeviceRegistry",
+    "UnknownDevice",
+    "load_registry",
+    "network_id",
+    "open_printer",
+    "save_registry",
+]
 
 ROLE_PATTERN = r"^(receipt|kitchen-[a-z0-9-]{1,20}|label|display)$"
 
@@ -73,6 +81,10 @@ class DeviceEntry(BaseModel):
         return f"usb {self.usb_vendor or 0:04x}:{self.usb_product or 0:04x}"
 
 
+class UnknownDevice(EdgeError):
+    """No registered device answers to that id, name or role."""
+
+
 class DeviceRegistry(BaseModel):
     """Every device of the store (devices.json)."""
 
@@ -92,10 +104,13 @@ class DeviceRegistry(BaseModel):
     def find(self, key: str) -> DeviceEntry:
         """A device by id, name or role."""
         for device in self.devices:
-            if key in (device.id, device.name, device.role):
+            if key in (device.id, device.name):
                 return device
+        by_role = self.by_role(key)
+        if by_role is not None:
+            return by_role
         known = ", ".join(d.id for d in self.devices) or "none yet"
-        raise EdgeError(f"no device {key!r} (known: {known}); see `storelink-edge devices`")
+        raise UnknownDevice(f"no device {key!r} (known: {known}); see `storelink-edge devices`")
 
     def upsert(self, entry: DeviceEntry) -> DeviceRegistry:
         """A copy with `entry` added or replaced; a role moves to it from any other device."""

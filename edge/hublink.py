@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from types import TracebackType
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -25,6 +26,7 @@ from protocol import (
     Backoff,
     Command,
     DecodeError,
+    DeviceHealth,
     Resend,
     RpcReply,
     RpcRequest,
@@ -61,6 +63,7 @@ class HubLink:
         versions: Callable[[], dict[str, int]] | None = None,
         commands: CommandRunner | None = None,
         on_rpc_reply: Callable[[RpcReply], None] | None = None,
+        devices: Callable[[], list[dict[str, Any]]] | None = None,
     ):
         self._settings = settings
         self._journal = journal
@@ -89,6 +92,7 @@ class HubLink:
         self._versions = versions or dict
         self._commands = commands
         self._on_rpc_reply = on_rpc_reply
+        self._devices = devices or list
 
     def notify_outbox(self) -> None:
         """Called by the till after it committed outbox events."""
@@ -114,7 +118,12 @@ class HubLink:
         state = await self._journal.state()
         free = (await asyncio.to_thread(shutil.disk_usage, self._settings.state_dir)).free
         self.alarms = ["disk_low"] if free < DISK_LOW_BYTES else []
+        devices = [
+            DeviceHealth(id=d["id"], kind=d["kind"], ok=d["health"] == "ok", detail=d["health"])
+            for d in self._devices()
+        ]
         return Status(
+            devices=devices,
             alarms=self.alarms,
             versions=self._versions(),
             online=online,

@@ -45,9 +45,10 @@ def read_batch(
     events: list[Event] = []
     size = 0
     for seq, event_id, kind, ts, body in rows:
-        if events and (seq != events[-1].seq + 1 or size + len(body.encode()) > max_bytes):
+        length = len(body.encode())
+        if events and (seq != events[-1].seq + 1 or size + length > max_bytes):
             break
-        size += len(body.encode()) + 200
+        size += length + 200
         events.append(
             Event(id=event_id, seq=seq, type=kind, ts=datetime.fromisoformat(ts), body=json.loads(body))
         )

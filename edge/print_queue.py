@@ -28,6 +28,7 @@ __all__ = ["Job", "PrintWorker", "enqueue", "recent_jobs"]
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 2.0  # also picks up jobs written by another process (CLI test pages)
+HEALTH_CHECK_S = 10.0  # how often an idle printer is asked for its status
 KEEP_DONE = 500  # finished jobs kept per printer for preview and reprint
 
 # kind, ref (order or shift id) and the journal connection -> ESC/POS bytes
@@ -149,16 +150,18 @@ class PrintWorker:
 
         return work
 
+    async def _check(self) -> None:
+        problem = (await self._printer.status()).problem()
+        if problem is not None:
+            raise _NotReady(problem)
+
     async def _print_one(self) -> bool:
         """Print the oldest queued job; False when there is none."""
         job = await self._journal.transaction(self._next)
         if job is None:
             return False
         assert job.payload is not None  # noqa: S101 - rendered by _next
-        status = await self._printer.status()
-        problem = status.problem()
-        if problem is not None:
-            raise _NotReady(problem)
+        await self._check()
         await self._journal.transaction(self._set(job.id, "printing"), durable=True)
         try:
             await self._printer.send(job.payload)
@@ -175,11 +178,16 @@ class PrintWorker:
         recovered = await self._journal.transaction(self._recover)
         if recovered:
             log.warning("%d job(s) on %s were mid-print at the last stop", recovered, self.printer_id)
+        idle = 0
         while True:
             self._wake.clear()
             try:
                 while await self._print_one():
-                    pass
+                    idle = 0
+                if idle * IDLE_POLL_S >= HEALTH_CHECK_S:
+                    # Nothing to print: still look, so the store's status shows a dead printer.
+                    idle = 0
+                    await self._check()
                 self.health = "ok"
                 self._backoff.connected()
             except (DriverError, _NotReady, sqlite3.Error) as err:
@@ -193,7 +201,7 @@ class PrintWorker:
                 async with asyncio.timeout(IDLE_POLL_S):
                     await self._wake.wait()
             except TimeoutError:
-                pass
+                idle += 1
 
     async def __aenter__(self) -> PrintWorker:
         self._task = asyncio.create_task(self._loop(), name=f"print-{self.printer_id}")

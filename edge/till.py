@@ -38,7 +38,7 @@ from edge.orders import (
 from edge.shifts import Shift, add_to, load_open_shift, save_shift
 from protocol import business_day, new_id
 
-__all__ = ["Idempotency", "Reply", "Till"]
+__all__ = ["Idempotency", "QueuePrint", "Reply", "Till", "load_order"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class Idempotency:
         """Scope the key to the device and fingerprint the request it came with."""
         digest = hashlib.sha256(f"{method} {path}\n".encode() + body).hexdigest()
         return cls(key=f"{device_id}:{key}", request_hash=digest)
+
+
+# (connection inside the transaction, printer role, job kind, order id) -> job id or None
+QueuePrint = Callable[[sqlite3.Connection, str, str, str | None], str | None]
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _load_order(conn: sqlite3.Connection, order_id: str) -> Order:
+def load_order(conn: sqlite3.Connection, order_id: str) -> Order:
     row = conn.execute("SELECT doc FROM orders WHERE id = ?", (order_id,)).fetchone()
     if row is None:
         raise TillError(f"no order {order_id}", status=404)
@@ -122,11 +126,13 @@ class Till:
         bus: EventBus,
         *,
         on_outbox: Callable[[], None] | None = None,
+        queue_print: QueuePrint | None = None,
     ):
         self._settings = settings
         self._journal = journal
         self._bus = bus
         self._on_outbox = on_outbox
+        self._queue_print = queue_print
         self._zone = ZoneInfo(settings.timezone)
 
     # ------------------------------------------------------------------ plumbing
@@ -178,7 +184,7 @@ class Till:
     ) -> Reply:
         def work(conn: sqlite3.Connection) -> Reply:
             now = _now()
-            before = _load_order(conn, order_id)
+            before = load_order(conn, order_id)
             order = rule(conn, before, now).model_copy(update={"version": before.version + 1})
             doc = _save_order(conn, order, now)
             if after is not None:
@@ -191,7 +197,7 @@ class Till:
 
     async def get_order(self, order_id: str) -> Order:
         """One order (404 `TillError` if unknown)."""
-        return await self._journal.read(lambda conn: _load_order(conn, order_id))
+        return await self._journal.read(lambda conn: load_order(conn, order_id))
 
     async def list_orders(self, status: str | None, limit: int = 50) -> list[Order]:
         """Newest orders first, optionally by status."""
@@ -408,8 +414,14 @@ class Till:
             save_shift(conn, shift.model_copy(update={"sales": sales, "orders": orders}))
             if order.status == "paid":
                 append_event(conn, "order.paid", change.doc, change.now.isoformat())
+                self._print(conn, "receipt", order.id)
 
         return await self._change(order_id, rule, idem, after=after, status=201, durable=True)
+
+    def _print(self, conn: sqlite3.Connection, kind: str, order_id: str) -> None:
+        # In the sale's own transaction: a paid order always has its receipt job.
+        if self._queue_print is not None:
+            self._queue_print(conn, "receipt", kind, order_id)
 
     @staticmethod
     def _require_shift(conn: sqlite3.Connection) -> Shift:
@@ -433,7 +445,7 @@ class Till:
         def work(conn: sqlite3.Connection) -> Reply:
             shift = self._require_shift(conn)
             now = _now()
-            before = _load_order(conn, order_id)
+            before = load_order(conn, order_id)
             order = plan_refund(before, lines, refund_id=refund_id, reason=reason, staff_id=staff.id, now=now)
             order = order.model_copy(update={"version": before.version + 1})
             _save_order(conn, order, now)
@@ -451,6 +463,7 @@ class Till:
                 "refund": refund.model_dump(mode="json"),
             }
             append_event(conn, "order.refunded", json.dumps(event), now.isoformat())
+            self._print(conn, "refund", order.id)
             return Reply(
                 201, {"order": order.model_dump(mode="json"), "refund": refund.model_dump(mode="json")}
             )
@@ -502,8 +515,9 @@ class Till:
         """Record a re-print (who, when) and return the order."""
 
         def work(conn: sqlite3.Connection) -> Order:
-            order = _load_order(conn, order_id)
+            order = load_order(conn, order_id)
             _audit(conn, staff, "receipt.reprint", order_id, f"order {order.number:04d}")
+            self._print(conn, "reprint", order_id)
             return order
 
         return await self._journal.transaction(work)

@@ -1,0 +1,103 @@
+"""Printers in the running edge: registry, receipts printed with the sale, test page, preview, health."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drivers.sim import SimNetworkPrinter
+from edge.cli import main
+from edge.devices import DeviceEntry, DeviceRegistry, load_registry, save_registry
+
+
+async def _until(check, within: float = 10) -> None:
+    async with asyncio.timeout(within):
+        while not check():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_paid_order_prints_its_receipt_once_on_the_receipt_printer(api):
+    async with SimNetworkPrinter() as sim:
+        entry = DeviceEntry(
+            id="net-front", name="前台", transport="network", host="127.0.0.1", port=sim.port, paper_mm=58
+        )
+        await asyncio.to_thread(save_registry, api.daemon.settings.state_dir, DeviceRegistry(devices=[entry]))
+        await _until(lambda: [d["health"] for d in api.daemon.devices.health()] == ["ok"])
+        assert api.daemon.devices.health()[0]["role"] == "receipt"  # the only printer
+
+        status, _ = await api.call("POST", "/api/v1/shifts", {"float_fen": 0})
+        assert status == 201
+        order = await api.open_order()
+        await api.add(order["id"], barcode="6954767410388", qty=2)
+        paid = await api.pay(order["id"], "cash", 1000)
+        await sim.wait_for(lambda p: len(p.jobs) >= 1, within=10)
+        await asyncio.sleep(0.3)
+        assert len(sim.jobs) == 1
+        text = "\n".join(sim.jobs[0])
+        assert "可口可乐330ml" in text
+        assert f"{paid['number']:04d}" in text
+        assert "￥6.00" in text  # total, with the full-width yen the printer's font has
+        assert all(len(line.encode("gb18030")) <= 32 for line in sim.jobs[0] if not line.startswith("["))
+
+        status, body = await api.call("GET", "/api/v1/devices/receipt/preview")
+        assert status == 200
+        assert body["jobs"][0]["kind"] == "receipt"
+        assert body["jobs"][0]["state"] == "done"
+        assert "可口可乐330ml" in "\n".join(body["jobs"][0]["lines"])
+
+        status, body = await api.call("POST", "/api/v1/devices/net-front/test")
+        assert status == 403  # a cashier may not
+        await api.sign_in("mgr")
+        status, body = await api.call("POST", "/api/v1/devices/net-front/test")
+        assert status == 202, body
+        await sim.wait_for(lambda p: len(p.jobs) >= 2, within=10)
+        assert "打印测试 TEST PAGE" in "\n".join(sim.jobs[1])
+
+        status, body = await api.call("POST", f"/api/v1/orders/{order['id']}/reprint")
+        assert status == 200
+        await sim.wait_for(lambda p: len(p.jobs) >= 3, within=10)
+        assert "重打小票" in "\n".join(sim.jobs[2])
+
+        await sim.set_offline(True)
+        await _until(lambda: "offline" in api.daemon.devices.health()[0]["health"], within=20)
+        link_status = await api.daemon.link.status()
+        assert link_status.devices[0].id == "net-front"
+        assert not link_status.devices[0].ok
+
+
+def test_devices_cli_add_bind_and_refuse_bad_input(tmp_path, capsys):
+    toml = tmp_path / "edge.toml"
+    state = tmp_path / "state"
+    toml.write_text(f'store = "shop-1"\nstate_dir = "{state}"\n[mqtt]\nhost = "127.0.0.1"\n')
+    main(
+        ["--config", str(toml), "devices", "add", "--name", "前台", "--host", "192.168.1.50", "--paper", "58"]
+    )
+    main(
+        [
+            "--config",
+            str(toml),
+            "devices",
+            "add",
+            "--name",
+            "热菜",
+            "--host",
+            "192.168.1.51",
+            "--role",
+            "kitchen-hot",
+        ]
+    )
+    registry = load_registry(state)
+    assert [d.id for d in registry.devices] == ["net-192.168.1.50-9100", "net-192.168.1.51-9100"]
+    assert registry.by_role("receipt") is None  # two printers: the installer must say which
+    main(["--config", str(toml), "devices", "bind", "前台", "receipt"])
+    assert load_registry(state).by_role("receipt").name == "前台"
+    main(["--config", str(toml), "devices"])
+    out = capsys.readouterr().out
+    assert "role=receipt" in out
+    assert "role=kitchen-hot" in out
+    for bad in (["bind", "前台", "cashier"], ["add", "--name", "x"], ["bind", "nope", "receipt"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--config", str(toml), "devices", *bad])
+        assert exit_.value.code == 2, bad
+    assert len(load_registry(state).devices) == 2  # nothing half-written
