@@ -114,6 +114,10 @@ def _sent_lines(station: str, lines: Mapping[str, Sequence[object]]) -> dict[str
     parsed = {}
     for line_id, entry in lines.items():
         # Two-item (qty, note) entries are accepted too; such a line, once deleted, is named by its id.
+        if isinstance(entry, str) or len(entry) not in (2, 3):
+            raise PrintTemplateError(
+                f"station {station} line {line_id}: sent entry {entry!r} is not (qty, note, name)"
+            )
         qty, note, *rest = entry
         name = str(rest[0]) if rest else ""
         parsed[line_id] = (_qty(qty, f"station {station} line {line_id}"), str(note), name)

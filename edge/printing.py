@@ -1,9 +1,13 @@
 """Print templates: edge data in, a `drivers.receipt.Document` out, for 58 mm and 80 mm paper.
 
-Pure functions with no I/O and no clock: the caller passes the times and, where the
-arrangement differs by paper, the paper. Wrapping, double-width Chinese and column shares
-are the layout's job (`drivers.layout`), so a template only chooses elements; it is tested
-by encoding it and reading the bytes back with `drivers.escpos_decode`.
+Pure functions with no I/O and no clock: the caller passes the times (store-local; they
+print as given) and, where the arrangement differs by paper, the paper. Wrapping,
+double-width Chinese and column shares are the layout's job (`drivers.layout`), so a
+template only chooses elements; it is tested by encoding it and reading the bytes back
+with `drivers.escpos_decode`.
+
+Fixed labels are Simplified Chinese: on a Big5 printer they print as "?" while merchant
+text in Traditional characters and amounts print correctly.
 
 Kitchen tickets (a diff against what each station was already sent) live in
 `edge.kitchen_tickets`.
@@ -63,10 +67,6 @@ def paper_columns(paper: Paper) -> int:
     return paper
 
 
-def _yuan(fen: int) -> str:
-    return format_yuan(fen)
-
-
 def _row(label: str, value: str, *, bold: bool = False) -> Columns:
     return Columns((Cell(label), Cell(value, align="right")), bold=bold)
 
@@ -114,30 +114,33 @@ def _plain_explanation(line: Mapping[str, Any]) -> str:
     # What protocol.pricing writes for a list-price line, which the qty × price cell already
     # says. If pricing changes its wording the receipt merely shows the text once more.
     qty = line["qty"]
-    unit = _yuan(line["unit_price_fen"])
+    unit = format_yuan(line["unit_price_fen"])
     if qty.isdigit():
         return f"{qty} × {unit}"
-    return f"{qty} kg × {unit}/kg = {_yuan(line['total_fen'])}"
+    return f"{qty} kg × {unit}/kg = {format_yuan(line['total_fen'])}"
 
 
 def _sale_line(line: Mapping[str, Any], *, wide: bool) -> list[Element]:
     qty = line["qty"] + ("kg" if line["unit"] == "kg" else "")
     rows = _item(
-        line["name"], f"{qty} × {_yuan(line['unit_price_fen'])}", _yuan(line["total_fen"]), wide=wide
+        line["name"],
+        f"{qty} × {format_yuan(line['unit_price_fen'])}",
+        format_yuan(line["total_fen"]),
+        wide=wide,
     )
     if line.get("text") and line["text"] != _plain_explanation(line):
         rows.append(Text(f"  {line['text']}"))
     if line.get("note"):
         rows.append(Text(f"  备注: {line['note']}"))
     if line.get("refunded_fen"):
-        rows.append(_row("  已退", _yuan(line["refunded_fen"])))
+        rows.append(_row("  已退", format_yuan(line["refunded_fen"])))
     return rows
 
 
 def _tender(tender: Mapping[str, Any]) -> list[Element]:
-    rows: list[Element] = [_row(tender["name"], _yuan(tender["tendered_fen"]))]
+    rows: list[Element] = [_row(tender["name"], format_yuan(tender["tendered_fen"]))]
     if tender.get("change_fen"):
-        rows.append(_row("找零", _yuan(tender["change_fen"])))
+        rows.append(_row("找零", format_yuan(tender["change_fen"])))
     reference = _mask(tender.get("reference"))
     if reference:
         rows.append(Text(f"  交易号 {reference}"))
@@ -172,14 +175,17 @@ def sales_receipt(receipt: Mapping[str, Any], *, paper: Paper, footer: str = DEF
     doc += [Rule(), _item_header("数量×单价", "金额", wide=wide), Rule()]
     for line in receipt["lines"]:
         doc += _sale_line(line, wide=wide)
-    doc += [Rule(), _row("小计", _yuan(receipt["subtotal_fen"]))]
+    doc += [Rule(), _row("小计", format_yuan(receipt["subtotal_fen"]))]
     if receipt["discount_fen"]:
-        doc.append(_row("优惠", _yuan(-receipt["discount_fen"])))
-    doc += [Text(f"合计 {_yuan(receipt['total_fen'])}", width=2, height=2, bold=True, align="right"), Rule()]
+        doc.append(_row("优惠", format_yuan(-receipt["discount_fen"])))
+    doc += [
+        Text(f"合计 {format_yuan(receipt['total_fen'])}", width=2, height=2, bold=True, align="right"),
+        Rule(),
+    ]
     for tender in receipt["tenders"]:
         doc += _tender(tender)
     if receipt.get("refunded_fen"):
-        doc.append(_row("已退款", _yuan(receipt["refunded_fen"])))
+        doc.append(_row("已退款", format_yuan(receipt["refunded_fen"])))
     if receipt.get("note"):
         doc.append(Text(f"备注: {receipt['note']}"))
     doc += [Rule(), QR(receipt["order_id"], module_size=5), Text(footer, align="center"), Cut()]
@@ -223,12 +229,15 @@ def refund_receipt(
         line = order.line(part.line_id)
         unit = "kg" if line.unit == "kg" else ""
         detail = f"{format_qty(part.qty)}{unit} / 共{format_qty(line.qty)}{unit}"
-        doc += _item(line.name, detail, _yuan(part.amount_fen), wide=wide)
-    doc += [Rule(), Text(f"退款 {_yuan(refund.total_fen)}", width=2, height=2, bold=True, align="right")]
+        doc += _item(line.name, detail, format_yuan(part.amount_fen), wide=wide)
+    doc += [
+        Rule(),
+        Text(f"退款 {format_yuan(refund.total_fen)}", width=2, height=2, bold=True, align="right"),
+    ]
     tenders = {t.index: t for t in order.tenders}
     for index, amount in sorted(refund.tenders.items()):
         tender = tenders[index]
-        doc.append(_row(f"退回 {METHOD_NAMES[tender.method]}", _yuan(amount)))
+        doc.append(_row(f"退回 {METHOD_NAMES[tender.method]}", format_yuan(amount)))
         reference = _mask(tender.reference)
         if reference:
             doc.append(Text(f"  交易号 {reference}"))
@@ -271,8 +280,8 @@ def _per_method(totals: Mapping[str, int]) -> list[Element]:
     # Known methods in the till's order, then anything newer by code, so reports compare.
     known = [m for m in METHOD_NAMES if m in totals]
     other = sorted(set(totals) - set(METHOD_NAMES))
-    rows: list[Element] = [_row(f"  {METHOD_NAMES.get(m, m)}", _yuan(totals[m])) for m in known + other]
-    rows.append(_row("  合计", _yuan(sum(totals.values())), bold=True))
+    rows: list[Element] = [_row(f"  {METHOD_NAMES.get(m, m)}", format_yuan(totals[m])) for m in known + other]
+    rows.append(_row("  合计", format_yuan(sum(totals.values())), bold=True))
     return rows
 
 
@@ -297,16 +306,16 @@ def shift_report(
             ("打印", f"{printed_at:%Y-%m-%d %H:%M}" if printed_at else None),
         ]
     )
-    doc += [Rule(), _row("订单数", str(view["orders"])), _row("备用金", _yuan(view["float_fen"]))]
+    doc += [Rule(), _row("订单数", str(view["orders"])), _row("备用金", format_yuan(view["float_fen"]))]
     doc += [Text("销售", bold=True), *_per_method(view["sales"])]
     doc += [Text("退款", bold=True), *_per_method(view["refunds"]), Rule()]
-    doc.append(_row("应有现金", _yuan(view["expected_cash_fen"]), bold=True))
+    doc.append(_row("应有现金", format_yuan(view["expected_cash_fen"]), bold=True))
     counted = view.get("counted_cash_fen")
-    doc.append(_row("实点现金", "未清点" if counted is None else _yuan(counted), bold=True))
+    doc.append(_row("实点现金", "未清点" if counted is None else format_yuan(counted), bold=True))
     difference = view.get("difference_fen")
     if difference is not None:
         label = "差额 (短款)" if difference < 0 else "差额 (长款)" if difference > 0 else "差额"
-        doc.append(Text(f"{label} {_yuan(difference)}", height=2, bold=True, align="right"))
+        doc.append(Text(f"{label} {format_yuan(difference)}", height=2, bold=True, align="right"))
     doc += [Rule(), Text("收银员签字:"), Feed(2), Text("店长签字:"), Cut()]
     return doc
 
@@ -365,7 +374,7 @@ def printer_test_page(
         Text("简体：欢迎光临 中文打印"),
         Text("繁體：歡迎光臨 中文列印"),
         Text("English: Thank you, come again!"),
-        _row("金额 Amount", _yuan(123456)),
+        _row("金额 Amount", format_yuan(123456)),
         Rule(),
     ]
     doc += [Text(line) for line in _ruler(columns)]
