@@ -167,6 +167,7 @@ def cmd_devices_add(args: argparse.Namespace) -> None:
         "encoding": args.encoding,
         "cjk_font": not args.no_cjk_font,
         "cutter": not args.no_cutter,
+        "categories": args.categories,
     }
     if args.host is not None:
         fields |= {"id": network_id(args.host, args.port), "transport": "network", "host": args.host}
@@ -224,6 +225,7 @@ def _devices_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_dev.add_argument("--encoding", choices=["gb18030", "gbk", "big5", "utf-8"], default="gb18030")
     add_dev.add_argument("--no-cjk-font", action="store_true", help="no Chinese font: Chinese as images")
     add_dev.add_argument("--no-cutter", action="store_true")
+    add_dev.add_argument("--categories", nargs="*", default=[], help="kitchen printers: catalog categories")
     add_dev.set_defaults(func=cmd_devices_add)
     bind = dev.add_parser("bind", help="give a device a role")
     bind.add_argument("device", help="device id or name")

@@ -48,7 +48,7 @@ class EdgeDaemon:
         self.journal = Journal(settings.state_dir / "journal.sqlite3")
         self.snapshots = Snapshots(settings)
         self.bus = EventBus()
-        self.devices = DeviceManager(settings, self.journal)
+        self.devices = DeviceManager(settings, self.journal, lambda: self.snapshots.catalog)
         self.commands = CommandRunner(self.journal, self.bus)
         self.rpc = RpcClient(
             lambda request: self.link.publish_rpc(request),  # noqa: PLW0108 - the link is made below

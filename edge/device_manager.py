@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -18,10 +20,12 @@ from zoneinfo import ZoneInfo
 
 from drivers import decode_escpos, encode
 from edge import printing
+from edge.catalog import Catalog
 from edge.config import EdgeSettings
 from edge.devices import DeviceEntry, DeviceRegistry, load_registry, open_printer
 from edge.errors import EdgeError
 from edge.journal import Journal
+from edge.kitchen_tickets import KitchenLine, kitchen_tickets
 from edge.print_queue import PrintWorker, enqueue, recent_jobs
 from edge.receipt import receipt
 from edge.till import load_order
@@ -36,9 +40,12 @@ POLL_S = 2.0
 class DeviceManager:
     """Start and stop print workers as the registry changes; queue jobs by role."""
 
-    def __init__(self, settings: EdgeSettings, journal: Journal):
+    def __init__(
+        self, settings: EdgeSettings, journal: Journal, catalog: Callable[[], Catalog | None] | None = None
+    ):
         self._settings = settings
         self._journal = journal
+        self._catalog = catalog or (lambda: None)
         self._zone = ZoneInfo(settings.timezone)
         self.registry = DeviceRegistry()
         self._mtime: float | None = None
@@ -79,14 +86,56 @@ class DeviceManager:
         None (and nothing queued) when the store has no such printer: jobs for a printer
         that does not exist would only pile up.
         """
+        if role == "kitchen":
+            return self._kitchen(conn, ref) if ref is not None else None
         entry = self.registry.by_role(role)
         if entry is None:
             return None
         job_id = enqueue(conn, entry.id, kind, ref)
-        worker = self._workers.get(entry.id)
+        self._notify(entry.id)
+        return job_id
+
+    def _notify(self, device_id: str) -> None:
+        worker = self._workers.get(device_id)
         if worker is not None:
             worker[2].notify()  # the worker's read waits for this transaction on the journal thread
-        return job_id
+
+    def _kitchen(self, conn: sqlite3.Connection, order_id: str) -> str | None:
+        """Queue each station's ticket for what it has not been sent yet, and record what it has.
+
+        Tickets and the new "sent" state commit together with the caller's transaction, so a
+        line reaches each station exactly once whatever crashes or retries.
+        """
+        kitchens = self.registry.kitchens()
+        catalog = self._catalog()
+        if not kitchens or catalog is None:
+            return None
+        station_of = {category: device for device in kitchens for category in device.categories}
+        order = load_order(conn, order_id)
+        lines = []
+        for line in order.lines:
+            product = catalog.by_sku(line.sku)
+            device = station_of.get(product.category) if product else None
+            if device is not None:
+                qty = line.qty - line.refunded_qty
+                lines.append(KitchenLine(line.line_id, line.name, qty, line.note, station=device.name))
+        row = conn.execute("SELECT state FROM kitchen_sent WHERE order_id = ?", (order_id,)).fetchone()
+        sent = json.loads(row[0]) if row else {}
+        round_ = kitchen_tickets(lines, sent, order_number=f"{order.number:04d}", at=self._now())
+        by_name = {device.name: device for device in kitchens}
+        last = None
+        for ticket in round_.tickets:
+            device = by_name[ticket.station]
+            last = enqueue(
+                conn, device.id, "kitchen", order_id, encode(list(ticket.document), device.profile())
+            )
+            self._notify(device.id)
+        conn.execute(
+            "INSERT INTO kitchen_sent (order_id, state) VALUES (?, ?) "
+            "ON CONFLICT (order_id) DO UPDATE SET state = excluded.state",
+            (order_id, json.dumps(round_.sent, ensure_ascii=False)),
+        )
+        return last
 
     async def test(self, key: str) -> str:
         """Queue a test page on a device (by id, name or role); the job id."""

@@ -50,6 +50,8 @@ class DeviceEntry(BaseModel):
     cjk_font: bool = True
     cutter: bool = True
     drawer_pin: Literal[2, 5] = 2
+    # For kitchen printers: the catalog categories whose items go to this station.
+    categories: list[str] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _address(self) -> DeviceEntry:
@@ -100,6 +102,10 @@ class DeviceRegistry(BaseModel):
         if role == "receipt" and len(self.devices) == 1 and self.devices[0].role is None:
             return self.devices[0]
         return None
+
+    def kitchens(self) -> list[DeviceEntry]:
+        """The kitchen station printers (role `kitchen-…`)."""
+        return [d for d in self.devices if d.role is not None and d.role.startswith("kitchen-")]
 
     def find(self, key: str) -> DeviceEntry:
         """A device by id, name or role."""

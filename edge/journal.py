@@ -131,6 +131,10 @@ _MIGRATIONS: list[str] = [
     ) STRICT;
     CREATE INDEX print_jobs_queue ON print_jobs (printer, state, created_at);
     """,
+    # 5: what each kitchen station has been sent of each order
+    """
+    CREATE TABLE kitchen_sent (order_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT;
+    """,
 ]
 
 

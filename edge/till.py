@@ -415,6 +415,8 @@ class Till:
             if order.status == "paid":
                 append_event(conn, "order.paid", change.doc, change.now.isoformat())
                 self._print(conn, "receipt", order.id)
+                if self._queue_print is not None:
+                    self._queue_print(conn, "kitchen", "kitchen", order.id)
 
         return await self._change(order_id, rule, idem, after=after, status=201, durable=True)
 

@@ -101,3 +101,53 @@ def test_devices_cli_add_bind_and_refuse_bad_input(tmp_path, capsys):
             main(["--config", str(toml), "devices", *bad])
         assert exit_.value.code == 2, bad
     assert len(load_registry(state).devices) == 2  # nothing half-written
+
+
+async def test_kitchen_tickets_go_to_their_station_once(api):
+    async with SimNetworkPrinter() as front, SimNetworkPrinter() as bar:
+        devices = [
+            DeviceEntry(
+                id="front",
+                name="前台",
+                transport="network",
+                host="127.0.0.1",
+                port=front.port,
+                role="receipt",
+            ),
+            DeviceEntry(
+                id="bar",
+                name="吧台",
+                transport="network",
+                host="127.0.0.1",
+                port=bar.port,
+                role="kitchen-bar",
+                paper_mm=58,
+                categories=["咖啡", "茶饮"],
+            ),
+        ]
+        await asyncio.to_thread(save_registry, api.daemon.settings.state_dir, DeviceRegistry(devices=devices))
+        await _until(lambda: [d["health"] for d in api.daemon.devices.health()] == ["ok", "ok"])
+        status, _ = await api.call("POST", "/api/v1/shifts", {"float_fen": 0})
+        assert status == 201
+        catalog = api.daemon.snapshots.catalog
+        coffee = next(p for p in catalog.search("拿铁") if p.category == "咖啡")
+        order = await api.open_order()
+        await api.add(order["id"], sku=coffee.sku, qty=2)
+        await api.add(order["id"], barcode="6954767410388")  # a drink from the shelf: not for the bar
+        paid = await api.pay(order["id"], "cash", 10000)
+        await bar.wait_for(lambda p: len(p.jobs) >= 1, within=10)
+        await front.wait_for(lambda p: len(p.jobs) >= 1, within=10)
+        await asyncio.sleep(0.5)
+        assert len(bar.jobs) == 1
+        ticket = "\n".join(bar.jobs[0])
+        assert "吧台" in ticket
+        assert coffee.name in ticket
+        assert "可口可乐" not in ticket
+        assert f"{paid['number']:04d}" in ticket
+        assert len(front.jobs) == 1  # the receipt
+        # asking the kitchen again sends nothing new: the station already has it
+        await api.daemon.journal.transaction(
+            lambda conn: api.daemon.devices.queue_in(conn, "kitchen", "kitchen", order["id"])
+        )
+        await asyncio.sleep(0.5)
+        assert len(bar.jobs) == 1
