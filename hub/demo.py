@@ -104,11 +104,12 @@ async def _run(
         broker=BrokerSettings(bind=_HOST, port=mqtt_port),
     )
     edge: asyncio.subprocess.Process | None = None
+    printers, printer_args = await _start_printers()
     try:
         while True:
             async with Hub(settings) as hub:
                 if edge is None:
-                    edge = await _start_store(hub, state, cwd, mqtt_port)
+                    edge = await _start_store(hub, state, cwd, mqtt_port, printer_args)
                 else:
                     print("hub is back; the store sends what it sold meanwhile.", flush=True)
                 if await _wait_online(hub, 15, stop):
@@ -136,9 +137,12 @@ async def _run(
     finally:
         if edge is not None:
             await _stop(edge)
+        await _stop(printers)
 
 
-async def _start_store(hub: Hub, state: Path, cwd: Path, mqtt_port: int) -> asyncio.subprocess.Process:
+async def _start_store(
+    hub: Hub, state: Path, cwd: Path, mqtt_port: int, printers: list[list[str]]
+) -> asyncio.subprocess.Process:
     """Register the demo store, set up its edge like an installer would, start it and print how to use it."""
     creds = await add_store(hub.db, DEMO_STORE, DEMO_STORE_NAME, rotate=True)
     password, token = await _demo_owner(hub)
@@ -161,6 +165,10 @@ async def _start_store(hub: Hub, state: Path, cwd: Path, mqtt_port: int) -> asyn
     demo_json = cwd / "storelink-demo.json"
     staff_pin = f"{secrets.randbelow(10**6):06d}"
     await _edge_cli(edge_toml, "catalog", "load", "--sample")
+    # The demo's printers get new ports every run: register only this run's.
+    await asyncio.to_thread((state / "edge" / "devices.json").unlink, missing_ok=True)
+    for args in printers:
+        await _edge_cli(edge_toml, "devices", "add", *args)
     staff = ("staff", "add", DEMO_STAFF, "--name", "演示店长", "--role", "manager", "--pin-stdin")
     await _edge_cli(edge_toml, *staff, stdin=staff_pin)
     edge = await asyncio.create_subprocess_exec(
@@ -186,12 +194,35 @@ async def _start_store(hub: Hub, state: Path, cwd: Path, mqtt_port: int) -> asyn
         f"  hub sign-in  user '{DEMO_USER}', password '{password}'\n"
         f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
         f"  till         device token in {demo_json.name}; staff '{DEMO_STAFF}' PIN {staff_pin}\n"
+        f"  printers     simulated; what they printed:\n"
+        f"               storelink-edge --config {edge_toml} devices preview receipt (or kitchen-bar)\n"
         f"  written to   {demo_json}\n"
         f"  restart hub  kill -USR1 {os.getpid()}  (the store keeps selling and catches up)\n\n"
         f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
         flush=True,
     )
     return edge
+
+
+async def _start_printers() -> tuple[asyncio.subprocess.Process, list[list[str]]]:
+    """Two simulated network ESC/POS printers (receipt, café bar) in their own process.
+
+    Returns the process and the `storelink-edge devices add` arguments that register them.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "drivers", "sim-printers", "2"), stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None  # noqa: S101 - asked for above
+    ports = []
+    async with asyncio.timeout(10):
+        for _ in range(2):
+            line = (await proc.stdout.readline()).decode()
+            ports.append(line.rsplit(":", 1)[-1].strip())
+    return proc, [
+        ["--name", "前台", "--host", _HOST, "--port", ports[0], "--role", "receipt", "--paper", "58"],
+        ["--name", "吧台", "--host", _HOST, "--port", ports[1], "--role", "kitchen-bar", "--paper", "58",
+         "--categories", "咖啡", "茶饮", "烘焙"],
+    ]  # fmt: skip
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -116,6 +116,30 @@ def _price_change_and_hub_restart(info: dict[str, Any], demo_pid: int) -> None:
     assert status["outbox_pending"] == 0
 
 
+def _printed(edge_toml: Path) -> None:
+    """The simulated receipt printer received real ESC/POS whose decoded text is the receipt."""
+    edge_cmd = shutil.which("storelink-edge", path=str(Path(sys.executable).parent))
+    assert edge_cmd
+
+    def preview() -> str:
+        args = [edge_cmd, "--config", str(edge_toml), "devices", "preview", "receipt", "--last", "10"]
+        return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
+
+    _until(lambda: preview().count("[done]") >= 5, 15, "receipts were not printed")
+    out = preview()
+    assert "可口可乐330ml" in out
+    assert "￥2.50" in out
+    devices = subprocess.run(
+        [edge_cmd, "--config", str(edge_toml), "devices"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert "role=receipt" in devices
+    assert "role=kitchen-bar" in devices
+
+
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
     hub_cmd = shutil.which("storelink-hub", path=str(Path(sys.executable).parent))
     assert hub_cmd, "storelink-hub console script is not installed in this environment"
@@ -154,6 +178,7 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         assert edge["catalog_version"] is not None
         _sell_with_demo_credentials(info)
         _price_change_and_hub_restart(info, info["demo_pid"])
+        _printed(tmp_path / "storelink-demo" / "edge.toml")
     finally:
         demo.send_signal(signal.SIGINT)
         try:
