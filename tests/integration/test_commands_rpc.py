@@ -15,7 +15,7 @@ from hub.stores import add_store
 from tests.conftest import hub_settings, running_hub
 from tests.integration.test_sync import _edge
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 async def _token(hub) -> str:
