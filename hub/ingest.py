@@ -104,9 +104,13 @@ def _event_canonical(event: Event, body: str) -> str:
     and for storage is most of what makes a batch cheap.
     """
     head = event.model_dump(mode="json", exclude={"body"})
-    parts = [_canonical({k: v for k, v in head.items() if k < "body"})[1:-1], f'"body":{body}']
-    parts.append(_canonical({k: v for k, v in head.items() if k > "body"})[1:-1])
-    return "{" + ",".join(part for part in parts if part) + "}"
+    before = {k: v for k, v in head.items() if k < "body"}
+    after = {k: v for k, v in head.items() if k > "body"}
+    parts = [_canonical(before)[1:-1]] if before else []
+    parts.append(f'"body":{body}')
+    if after:
+        parts.append(_canonical(after)[1:-1])
+    return "{" + ",".join(parts) + "}"
 
 
 def _core(model: type[StoreEvent] | type[HubOrder] | type[HubRefund]) -> Table:
