@@ -351,20 +351,26 @@ async def ingest_batch(db: Database, topic_store: str, batch: EventBatch) -> Ing
         inserted = len(new_rows)
         await work.write()
         await session.flush()
-        held = await session.scalars(
-            select(StoreEvent.seq)
-            .where(
-                StoreEvent.store == topic_store,
-                StoreEvent.epoch == batch.epoch,
-                StoreEvent.seq > state.acked_through,
-            )
-            .order_by(StoreEvent.seq)
-        )
         acked = state.acked_through
-        for seq in held:
-            if seq != acked + 1:
-                break
-            acked = seq
+        if acked >= batch.seq_from - 1 and state.max_seq <= batch.seq_to:
+            # The usual case: the batch continues the acked run and nothing above it is held.
+            # Every seq of the batch is in the table now (inserted, or there already), so the
+            # run reaches seq_to without asking the database.
+            acked = max(acked, batch.seq_to)
+        else:
+            held = await session.scalars(
+                select(StoreEvent.seq)
+                .where(
+                    StoreEvent.store == topic_store,
+                    StoreEvent.epoch == batch.epoch,
+                    StoreEvent.seq > acked,
+                )
+                .order_by(StoreEvent.seq)
+            )
+            for seq in held:
+                if seq != acked + 1:
+                    break
+                acked = seq
         state.acked_through = acked
         state.max_seq = max(state.max_seq, batch.seq_to)
         state.last_sync = now
