@@ -167,7 +167,7 @@ def test_encode_is_compact_utf8() -> None:
     payload = encode(command)
     assert payload == (
         b'{"id":"00000000-0000-0000-0000-000000000001","type":"message",'
-        b'"body":{"text":"' + "¥12.30 欢迎".encode() + b'"}}'
+        b'"body":{"text":"' + "¥12.30 欢迎".encode() + b'"},"expires_at":null}'
     )
 
 
