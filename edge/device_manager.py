@@ -26,7 +26,7 @@ from edge.devices import DeviceEntry, DeviceRegistry, load_registry, open_printe
 from edge.errors import EdgeError
 from edge.journal import Journal
 from edge.kitchen_tickets import KitchenLine, kitchen_tickets
-from edge.print_queue import PrintWorker, enqueue, recent_jobs
+from edge.print_queue import PrintWorker, Renderer, enqueue, recent_jobs
 from edge.receipt import receipt
 from edge.till import load_order
 from protocol.aio import cancel_and_wait
@@ -54,7 +54,7 @@ class DeviceManager:
 
     # ------------------------------------------------------------------ rendering
 
-    def _render(self, entry: DeviceEntry) -> Any:
+    def _render(self, entry: DeviceEntry) -> Renderer:
         def render(conn: sqlite3.Connection, kind: str, ref: str | None) -> bytes:
             profile = entry.profile()
             if kind == "test":

@@ -12,6 +12,7 @@ in the journal before the first byte goes out, so after an edge crash such a job
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from edge.journal import Journal
 from protocol import Backoff, new_id
 from protocol.aio import cancel_and_wait
 
-__all__ = ["Job", "PrintWorker", "enqueue", "recent_jobs"]
+__all__ = ["Job", "PrintWorker", "Renderer", "enqueue", "recent_jobs"]
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 2.0  # also picks up jobs written by another process (CLI test pages)
@@ -111,15 +112,18 @@ class PrintWorker:
         ).rowcount
 
     def _next(self, conn: sqlite3.Connection) -> Job | None:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM print_jobs WHERE printer = ? AND state = 'queued' "  # noqa: S608
-            "ORDER BY created_at, rowid LIMIT 1",
-            (self.printer_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        job = _job(row)
-        if job.payload is None:
+        """The oldest queued job, laid out; jobs that cannot be laid out are failed on the way."""
+        while True:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM print_jobs WHERE printer = ? AND state = 'queued' "  # noqa: S608
+                "ORDER BY created_at, rowid LIMIT 1",
+                (self.printer_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            if job.payload is not None:
+                return job
             try:
                 payload = self._render(conn, job.kind, job.ref)
             except Exception as err:  # a template bug must fail this job, not stop the printer
@@ -128,10 +132,9 @@ class PrintWorker:
                     (f"cannot lay out this {job.kind}: {err}", _now(), job.id),
                 )
                 log.error("print job %s (%s) cannot be laid out: %r", job.id, job.kind, err)
-                return self._next(conn)
+                continue
             conn.execute("UPDATE print_jobs SET payload = ? WHERE id = ?", (payload, job.id))
-            job = Job(**{**job.__dict__, "payload": payload})
-        return job
+            return dataclasses.replace(job, payload=payload)
 
     def _set(self, job_id: str, state: str, error: str | None = None) -> Callable[[sqlite3.Connection], None]:
         def work(conn: sqlite3.Connection) -> None:
