@@ -36,6 +36,17 @@ async def _commands_run(daemon) -> int:
 
 
 async def test_commands_and_rpc_end_to_end(tmp_path, database_url, broker):
+    body = asyncio.create_task(_end_to_end(tmp_path, database_url, broker))
+    done, _ = await asyncio.wait({body}, timeout=90)
+    if not done:
+        for task in asyncio.all_tasks():  # say where it is stuck before failing
+            task.print_stack(limit=8)
+        body.cancel()
+        pytest.fail("commands/RPC end to end did not finish within 90 s; task stacks printed above")
+    body.result()
+
+
+async def _end_to_end(tmp_path, database_url, broker):
     async with running_hub(hub_settings(tmp_path, database_url, broker)) as hub:
         creds = await add_store(hub.db, "shop-1")
         await broker.register("shop-1", creds.password)

@@ -25,7 +25,7 @@ from hub.broker import free_port
 from tests.conftest import ROOT
 from tests.edge.conftest import seed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # 50 edge process starts
 ROUNDS = int(os.environ.get("STORELINK_KILL_ROUNDS", "50"))
 COLA = "6954767410388"
 
