@@ -221,15 +221,17 @@ class HubLink:
     async def _session(self) -> None:
         try:
             async with self._new_client() as client:
+                # Subscribe before saying "online": the hub sends queued commands the moment
+                # it sees this store come online, and they must not arrive before we listen.
+                down = topics.down_filter(self._settings.store)
+                codes = await client.subscribe(down, qos=1)
+                if any(_refused(code) for code in codes):
+                    raise aiomqtt.MqttError(f"broker refused subscription to {down}; check its ACL")
                 await self._publish_status(client)
                 self._client = client
                 self.connected.set()
                 self._backoff.connected()
                 log.info("connected to the hub's broker %s", self._settings.mqtt.host)
-                down = topics.down_filter(self._settings.store)
-                codes = await client.subscribe(down, qos=1)
-                if any(_refused(code) for code in codes):
-                    raise aiomqtt.MqttError(f"broker refused subscription to {down}; check its ACL")
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._heartbeat(client), name="edge-status-heartbeat")
                     group.create_task(self._consume(client), name="edge-hub-consume")
