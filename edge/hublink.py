@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 WINDOW = 2_000  # events in flight beyond the last ack
 ACK_TIMEOUT_S = 10  # no ack for this long with events in flight: send them again
 IDLE_POLL_S = 2.0  # also catches events written by another process (CLI)
+STOP_TIMEOUT_S = 5
 DISK_LOW_BYTES = 100 * 1024 * 1024  # below this the till still sells, but says so
 
 
@@ -268,7 +269,12 @@ class HubLink:
                     await self._publish_status(client, online=False)
             except (aiomqtt.MqttError, sqlite3.Error, TimeoutError):
                 log.info("could not publish offline status on shutdown; the will covers it")
-        await cancel_and_wait(self._task, log)
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await cancel_and_wait(self._task, log)
+        except TimeoutError:
+            # Seen once under load inside aiomqtt; a stuck link must never hang the daemon's stop.
+            log.error("the hub link did not stop within %d s; leaving it behind", STOP_TIMEOUT_S)
 
 
 def _refused(code: int | ReasonCode) -> bool:
