@@ -151,7 +151,7 @@ def cmd_devices(args: argparse.Namespace) -> None:
 
     last = asyncio.run(_with_journal(settings, last_jobs))
     for entry in registry.devices:
-        role = entry.role or ("receipt (only printer)" if registry.by_role("receipt") is entry else "-")
+        role = registry.role_of(entry) or "-"
         print(f"{entry.id}  {entry.name}  role={role}  {entry.address}  {entry.paper_mm}mm  {last[entry.id]}")
 
 

@@ -26,7 +26,7 @@ from edge.devices import DeviceEntry, DeviceRegistry, load_registry, open_printe
 from edge.errors import EdgeError
 from edge.journal import Journal
 from edge.kitchen_tickets import KitchenLine, kitchen_tickets
-from edge.print_queue import PrintWorker, Renderer, enqueue, recent_jobs
+from edge.print_queue import Job, PrintWorker, Renderer, enqueue, recent_jobs
 from edge.receipt import receipt
 from edge.till import load_order
 from protocol.aio import cancel_and_wait
@@ -156,7 +156,7 @@ class DeviceManager:
                     "id": entry.id,
                     "name": entry.name,
                     "kind": "printer",
-                    "role": entry.role or ("receipt" if self.registry.by_role("receipt") is entry else None),
+                    "role": self.registry.role_of(entry),
                     "transport": entry.transport,
                     "address": entry.address,
                     "health": worker[2].health if worker else "not started",
@@ -227,6 +227,10 @@ async def preview(
     """The newest jobs of a printer as the paper shows them, decoded from the bytes it was sent."""
     entry = registry.find(key)
     jobs = await journal.read(lambda conn: recent_jobs(conn, entry.id, limit))
+    return await asyncio.to_thread(_decoded, jobs, entry.encoding)
+
+
+def _decoded(jobs: list[Job], encoding: str) -> list[dict[str, Any]]:
     return [
         {
             "id": job.id,
@@ -235,7 +239,7 @@ async def preview(
             "state": job.state,
             "error": job.error,
             "created_at": job.created_at,
-            "lines": decode_escpos(job.payload, entry.encoding).lines if job.payload else [],
+            "lines": decode_escpos(job.payload, encoding).lines if job.payload else [],
         }
         for job in reversed(jobs)
     ]

@@ -103,6 +103,10 @@ class DeviceRegistry(BaseModel):
             return self.devices[0]
         return None
 
+    def role_of(self, entry: DeviceEntry) -> str | None:
+        """The role `entry` plays, including the receipt role a lone printer takes by itself."""
+        return entry.role or ("receipt" if self.by_role("receipt") is entry else None)
+
     def kitchens(self) -> list[DeviceEntry]:
         """The kitchen station printers (role `kitchen-…`)."""
         return [d for d in self.devices if d.role is not None and d.role.startswith("kitchen-")]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.api import DB, LINK, principal, read_body
 from hub.commands import create_command, get_command, list_commands, to_wire
 from hub.models import StoreCommand
+from protocol import JsonObject
 
 __all__ = ["add_routes"]
+
+MAX_BODY_BYTES = 64 * 1024  # well inside the protocol's 256 KiB message limit
 
 
 class CommandIn(BaseModel):
@@ -21,8 +25,16 @@ class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
-    body: dict[str, Any] = {}
+    body: JsonObject = {}
     expires_in_s: int | None = Field(None, ge=1, le=30 * 24 * 3600)
+
+    @field_validator("body")
+    @classmethod
+    def _fits_a_message(cls, body: dict[str, Any]) -> dict[str, Any]:
+        # A command the store cannot decode would be re-sent forever: refuse it here.
+        if len(json.dumps(body, ensure_ascii=False).encode()) > MAX_BODY_BYTES:
+            raise ValueError(f"a command body must be at most {MAX_BODY_BYTES // 1024} KiB of JSON")
+        return body
 
 
 class CommandOut(BaseModel):
@@ -59,7 +71,7 @@ async def post_command(request: web.Request) -> web.Response:
     )
     link = request.app.get(LINK)
     if link is not None and await link.publish_command(store, to_wire(row)):
-        row.sent_count += 1
+        row = await get_command(request.app[DB], store, row.id)  # with its send recorded
     return _out(row, 201)
 
 

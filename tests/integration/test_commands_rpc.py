@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import aiohttp
@@ -61,6 +62,14 @@ async def _end_to_end(tmp_path, database_url, broker):
                 early = (await r.json())["id"]
             async with http.post(f"{base}/commands", json={"type": "BAD TYPE"}) as r:
                 assert r.status == 422
+            bad_bodies = (
+                '{"type": "message", "body": {"x": NaN}}',  # not JSON the store could store
+                json.dumps({"type": "message", "body": {"text": "x" * 70_000}}),  # beyond one message
+            )
+            for raw in bad_bodies:
+                headers_json = {"Content-Type": "application/json"}
+                async with http.post(f"{base}/commands", data=raw, headers=headers_json) as r:
+                    assert r.status == 422, await r.text()
             async with _edge(tmp_path, broker.port, creds.password) as daemon:
                 sub = daemon.bus.subscribe()
                 assert await _until_state(hub, early) == "done"
