@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.db import Database
 from hub.errors import NotFound
 from hub.models import HubOrder, HubRefund, HubShift, Reconciliation, Store, StoreEvent, SyncState
+from hub.sales_hooks import apply_new_sales
 from protocol import DecodeError, Event, EventBatch
 
 __all__ = ["IngestResult", "ingest_batch"]
@@ -148,6 +149,8 @@ class _Batch:
         self.orders: dict[str, _Body] = {}
         self.refunds: dict[str, _Body] = {}
         self.shifts: list[tuple[_ShiftBody, dict[str, Any]]] = []
+        self.new_orders: list[dict[str, Any]] = []
+        self.new_refunds: list[dict[str, Any]] = []
 
     def conflict(self, seq: int, kind: str, key: str, existing: str, incoming: dict[str, Any]) -> None:
         self.conflicts += 1
@@ -216,6 +219,9 @@ class _Batch:
                 self.session.add(HubShift(id=shift.id, store=self.store, status=shift.status, doc=body))
             elif shift.status == "closed":  # "opened" arriving late must not reopen a closed shift
                 existing.status, existing.doc = "closed", body
+        if self.new_orders or self.new_refunds:
+            # In the batch's transaction: what derives from a sale happens exactly once with it.
+            await apply_new_sales(self.session, self.store, self.new_orders, self.new_refunds)
 
     async def _insert_new(
         self,
@@ -223,15 +229,20 @@ class _Batch:
         kind: str,
         items: dict[str, _Body],
         columns: Callable[[Any], dict[str, Any]],
-    ) -> None:
-        """Insert the items whose id the table lacks; a known id with another body is a conflict."""
+    ) -> list[dict[str, Any]]:
+        """Insert the items whose id the table lacks and return their bodies.
+
+        A known id with another body is a conflict.
+        """
         if not items:
-            return
+            return []
         found = await self.session.execute(select(table.id, table.body_hash).where(table.id.in_(items)))
         known: dict[str, str] = dict(found.all())
         rows = []
+        bodies = []
         for key, item in items.items():
             if key not in known:
+                bodies.append(item.body)
                 rows.append(
                     {
                         "id": key,
@@ -247,9 +258,10 @@ class _Batch:
             # Core, not the ORM's bulk path: the same INSERT per row at a fraction of the CPU.
             stmt = insert(_core(table)).values(doc=_json_text("doc_text", self.dialect))
             await self.session.execute(stmt, rows)
+        return bodies
 
     async def _write_orders(self) -> None:
-        await self._insert_new(
+        self.new_orders = await self._insert_new(
             HubOrder,
             "order",
             self.orders,
@@ -263,7 +275,7 @@ class _Batch:
         )
 
     async def _write_refunds(self) -> None:
-        await self._insert_new(
+        self.new_refunds = await self._insert_new(
             HubRefund,
             "refund",
             self.refunds,

@@ -56,12 +56,22 @@ def _params_hash(request: RpcRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _domain_methods() -> dict[str, Method]:
+    """Methods of the hub's domains (members, stored value, …), imported here to avoid a cycle.
+
+    Each domain module exposes `RPC_METHODS`; add its import to the tuple below.
+    """
+    modules: tuple[Any, ...] = ()
+    return {name: method for module in modules for name, method in module.RPC_METHODS.items()}
+
+
 class RpcServer:
     """The hub's RPC methods; later features register theirs (members, coupons, stored value)."""
 
     def __init__(self, db: Database):
         self._db = db
         self._methods: dict[str, Method] = {"ping": _ping, "catalog.version": _catalog_version}
+        self._methods.update(_domain_methods())
 
     def register(self, name: str, method: Method) -> None:
         """Add a method."""
