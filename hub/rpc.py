@@ -56,13 +56,17 @@ def _params_hash(request: RpcRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _domain_methods() -> dict[str, Method]:
+def _domain_methods() -> tuple[dict[str, Method], set[str]]:
     """Methods of the hub's domains (members, stored value, …), imported here to avoid a cycle.
 
-    Each domain module exposes `RPC_METHODS`; add its import to the tuple below.
+    Each domain module exposes `RPC_METHODS` and may expose `RPC_KEYED`, the names of its
+    money-moving methods, which are refused without an idempotency key. Add the module's
+    import to the tuple below.
     """
     modules: tuple[Any, ...] = ()
-    return {name: method for module in modules for name, method in module.RPC_METHODS.items()}
+    methods = {name: method for module in modules for name, method in module.RPC_METHODS.items()}
+    keyed = {name for module in modules for name in getattr(module, "RPC_KEYED", ())}
+    return methods, keyed
 
 
 class RpcServer:
@@ -71,11 +75,14 @@ class RpcServer:
     def __init__(self, db: Database):
         self._db = db
         self._methods: dict[str, Method] = {"ping": _ping, "catalog.version": _catalog_version}
-        self._methods.update(_domain_methods())
+        methods, self._keyed = _domain_methods()
+        self._methods.update(methods)
 
-    def register(self, name: str, method: Method) -> None:
-        """Add a method."""
+    def register(self, name: str, method: Method, *, keyed: bool = False) -> None:
+        """Add a method; a `keyed` one moves money and is refused without an idempotency key."""
         self._methods[name] = method
+        if keyed:
+            self._keyed.add(name)
 
     async def handle(self, store: str, request: RpcRequest) -> RpcReply:
         """Run one request for `store` and return its reply (never raises for the caller's errors)."""
@@ -86,6 +93,10 @@ class RpcServer:
         if method is None:
             return RpcReply.failure(request.id, f"unknown method {request.method!r}")
         if request.idempotency_key is None:
+            if request.method in self._keyed:
+                return RpcReply.failure(
+                    request.id, f"{request.method} needs an idempotency key, so a retry cannot apply it twice"
+                )
             async with self._db.session() as session, session.begin():
                 return await self._run(method, session, store, request)
         try:

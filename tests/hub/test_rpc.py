@@ -142,3 +142,14 @@ async def test_ping_and_catalog_version(db):
     versions = (await server.handle("shop-1", _request("catalog.version"))).result
     assert versions == {"versions": {"catalog": 1, "prices": 2}}
     assert (await server.handle("shop-2", _request("catalog.version"))).result == {"versions": {}}
+
+
+async def test_a_keyed_method_is_refused_without_an_idempotency_key(db):
+    server, runs = _server(db)
+    server.register("debit2", server._methods["stored_value.debit"], keyed=True)
+    reply = await server.handle("shop-1", _request("debit2", {"amount_fen": 5}))
+    assert not reply.ok
+    assert "idempotency key" in (reply.error or "")
+    assert runs == []
+    assert (await server.handle("shop-1", _request("debit2", {"amount_fen": 5}, key="k1"))).ok
+    assert len(runs) == 1
