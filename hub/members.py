@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
@@ -20,11 +21,14 @@ from hub.errors import HubError, NotFound
 from hub.models import Base
 
 __all__ = [
+    "MERGE_HOOKS",
+    "CreatedListener",
     "Gender",
     "InvalidPhone",
     "Member",
     "MemberExists",
     "MemberFields",
+    "MergeHook",
     "create_member",
     "find_by_phone",
     "get_member",
@@ -35,6 +39,15 @@ __all__ = [
 # member identities here; a chain that needs them adds a country code column first.
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _SEPARATORS = re.compile(r"[\s\-()（）]")
+
+
+# Domains that act when a member is created (registration points, welcome gifts) or merged
+# (moving balances and ledgers to the survivor) add their function here. They run in the
+# caller's transaction: one that raises undoes the creation or merge.
+CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
+MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
+_CREATED_LISTENERS: tuple[CreatedListener, ...] = ()
+MERGE_HOOKS: tuple[MergeHook, ...] = ()
 
 
 class InvalidPhone(ValueError):
@@ -147,6 +160,8 @@ async def create_member(session: AsyncSession, fields: MemberFields) -> Member:
             await session.flush()
     except IntegrityError as err:  # a concurrent registration of the same phone won
         raise MemberExists(f"phone {fields.phone} already belongs to a member") from err
+    for listener in _CREATED_LISTENERS:
+        await listener(session, member)
     return member
 
 
