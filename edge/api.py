@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge import access
 from edge.commands import recent_messages
 from edge.config import EdgeSettings
-from edge.device_manager import DeviceManager, preview
+from edge.device_manager import DeviceManager
 from edge.devices import UnknownDevice
 from edge.errors import TillError
 from edge.events import EventBus
@@ -28,7 +28,7 @@ from edge.hublink import HubLink
 from edge.journal import Journal
 from edge.rpc import HubUnreachable, RpcClient, RpcFailed
 from edge.snapshots import Snapshots
-from edge.till import Idempotency, Till
+from edge.till import Idempotency, Reply, Till
 from protocol import PROBLEM_JSON, Problem, validation_problem
 from protocol.version import SOFTWARE_VERSION
 
@@ -55,6 +55,7 @@ _PUBLIC = {
     ("HEAD", "/api/v1/status"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/devices/pair"),
+    ("GET", "/display"),  # a static page; its WebSocket needs the screen's device token
 }
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
@@ -291,33 +292,25 @@ async def messages(request: web.Request) -> web.Response:
     return reply_json({"messages": found})
 
 
-async def list_devices(request: web.Request) -> web.Response:
-    """Printers with their roles and health."""
-    return reply_json({"devices": request.app[DEVICES].health()})
-
-
-async def device_test(request: web.Request) -> web.Response:
-    """Print a test page (manager)."""
-    principal(request).require("devices.test")
-    job = await request.app[DEVICES].test(request.match_info["device"])
-    return reply_json({"job": job}, 202)
-
-
-async def device_preview(request: web.Request) -> web.Response:
-    """What the device's newest jobs print, decoded from the bytes sent (`limit`, default 3)."""
-    limit = request.query.get("limit", "3")
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 20:
-        raise BadRequest(Problem(title="Bad query", status=400, detail="limit must be 1-20"))
-    registry = request.app[DEVICES].registry
-    jobs = await preview(request.app[JOURNAL], registry, request.match_info["device"], int(limit))
-    return reply_json({"jobs": jobs})
-
-
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of the local API."""
     from edge.openapi import openapi_document  # noqa: PLC0415 - built on demand
 
     return reply_json(openapi_document(VERSION))
+
+
+async def staff_command(
+    request: web.Request, model: type[M], permission: str, *, optional: bool = False
+) -> tuple[M, access.StaffMember, Idempotency | None]:
+    """Validate the body, check the permission, take the idempotency key: before any write."""
+    body = await read_body(request, model, optional=optional)
+    staff = principal(request).require(permission)
+    return body, staff, idempotency(request, await request.read())
+
+
+def answer(reply: Reply) -> web.Response:
+    """A till `Reply` as JSON."""
+    return reply_json(reply.body, reply.status)
 
 
 def make_app(
@@ -332,7 +325,7 @@ def make_app(
     devices: DeviceManager,
 ) -> web.Application:
     """Build the local API around the daemon's shared parts."""
-    from edge import api_till  # noqa: PLC0415 - it imports helpers from this module
+    from edge import api_devices, api_till  # noqa: PLC0415 - they import helpers from this module
 
     app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=1024**2)
     app[SETTINGS] = settings
@@ -351,8 +344,6 @@ def make_app(
     app.router.add_delete("/api/v1/sessions", sign_out)
     app.router.add_get("/api/v1/hub/check", hub_check)
     app.router.add_get("/api/v1/messages", messages)
-    app.router.add_get("/api/v1/devices", list_devices)
-    app.router.add_post("/api/v1/devices/{device}/test", device_test)
-    app.router.add_get("/api/v1/devices/{device}/preview", device_preview)
     api_till.add_routes(app)
+    api_devices.add_routes(app)
     return app

@@ -6,29 +6,29 @@ import asyncio
 import contextlib
 import json
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import WSCloseCode, web
 from pydantic import Field, StrictInt, model_validator
 
-from edge.access import StaffMember
 from edge.api import (
     BUS,
     SETTINGS,
     SNAPSHOTS,
     TILL,
     Body,
+    answer,
     idempotency,
     principal,
     read_body,
     reply_json,
+    staff_command,
 )
 from edge.catalog import Catalog, CatalogError, Product
 from edge.errors import TillError
 from edge.orders import OrderLine, TenderMethod
 from edge.receipt import receipt
-from edge.till import Idempotency, Reply
 from protocol import new_id
 from protocol.barcodes import BarcodeError
 from protocol.pricing import Quantity
@@ -36,7 +36,6 @@ from protocol.pricing import Quantity
 __all__ = ["add_routes"]
 
 _TEXT = r"^[^\x00-\x1f\x7f]*$"
-B = TypeVar("B", bound=Body)
 
 
 class OrderIn(Body):
@@ -222,24 +221,11 @@ def _build_line(catalog: Catalog, body: LineIn) -> OrderLine:
     )
 
 
-async def _command(
-    request: web.Request, model: type[B], permission: str, *, optional: bool = False
-) -> tuple[B, StaffMember, Idempotency | None]:
-    """Validate the body, check the permission, take the idempotency key: before any write."""
-    body = await read_body(request, model, optional=optional)
-    staff = principal(request).require(permission)
-    return body, staff, idempotency(request, await request.read())
-
-
-def _answer(reply: Reply) -> web.Response:
-    return reply_json(reply.body, reply.status)
-
-
 async def open_order(request: web.Request) -> web.Response:
     """Open an order (needs a staff session)."""
-    body, staff, idem = await _command(request, OrderIn, "order.sell", optional=True)
+    body, staff, idem = await staff_command(request, OrderIn, "order.sell", optional=True)
     till = request.app[TILL]
-    return _answer(await till.open_order(staff, note=body.note, member_id=body.member_id, idem=idem))
+    return answer(await till.open_order(staff, note=body.note, member_id=body.member_id, idem=idem))
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -259,18 +245,18 @@ async def get_order(request: web.Request) -> web.Response:
 
 async def patch_order(request: web.Request) -> web.Response:
     """Order note / member."""
-    body, _, idem = await _command(request, OrderPatch, "order.sell")
+    body, _, idem = await staff_command(request, OrderPatch, "order.sell")
     order_id = request.match_info["order_id"]
-    return _answer(
+    return answer(
         await request.app[TILL].annotate(order_id, note=body.note, member_id=body.member_id, idem=idem)
     )
 
 
 async def add_line(request: web.Request) -> web.Response:
     """Add a line by barcode or SKU."""
-    body, _, idem = await _command(request, LineIn, "order.sell")
+    body, _, idem = await staff_command(request, LineIn, "order.sell")
     line = _build_line(_catalog(request), body)
-    return _answer(await request.app[TILL].add_line(request.match_info["order_id"], line, idem))
+    return answer(await request.app[TILL].add_line(request.match_info["order_id"], line, idem))
 
 
 async def patch_line(request: web.Request) -> web.Response:
@@ -290,14 +276,14 @@ async def patch_line(request: web.Request) -> web.Response:
         reason=body.reason,
         idem=idempotency(request, raw),
     )
-    return _answer(reply)
+    return answer(reply)
 
 
 async def delete_line(request: web.Request) -> web.Response:
     """Remove a line."""
     principal(request).require("order.sell")
     match = request.match_info
-    return _answer(
+    return answer(
         await request.app[TILL].remove_line(match["order_id"], match["line_id"], idempotency(request, b""))
     )
 
@@ -305,7 +291,7 @@ async def delete_line(request: web.Request) -> web.Response:
 def _hold(hold: bool) -> Any:
     async def handler(request: web.Request) -> web.Response:
         principal(request).require("order.sell")
-        return _answer(
+        return answer(
             await request.app[TILL].hold(request.match_info["order_id"], hold, idempotency(request, b""))
         )
 
@@ -314,13 +300,13 @@ def _hold(hold: bool) -> Any:
 
 async def void_order(request: web.Request) -> web.Response:
     """Void an unpaid order (manager)."""
-    body, staff, idem = await _command(request, ReasonIn, "order.void")
-    return _answer(await request.app[TILL].void(request.match_info["order_id"], staff, body.reason, idem))
+    body, staff, idem = await staff_command(request, ReasonIn, "order.void")
+    return answer(await request.app[TILL].void(request.match_info["order_id"], staff, body.reason, idem))
 
 
 async def pay(request: web.Request) -> web.Response:
     """Apply a payment; the order closes when fully paid."""
-    body, staff, idem = await _command(request, PaymentIn, "order.pay")
+    body, staff, idem = await staff_command(request, PaymentIn, "order.pay")
     reply = await request.app[TILL].pay(
         request.match_info["order_id"],
         staff,
@@ -329,17 +315,15 @@ async def pay(request: web.Request) -> web.Response:
         reference=body.reference,
         idem=idem,
     )
-    return _answer(reply)
+    return answer(reply)
 
 
 async def refund(request: web.Request) -> web.Response:
     """Refund lines (or the rest of the order) to the original tenders (manager)."""
-    body, staff, idem = await _command(request, RefundIn, "order.refund")
+    body, staff, idem = await staff_command(request, RefundIn, "order.refund")
     lines = [(x.line_id, x.qty) for x in body.lines] if body.lines is not None else None
     order_id = request.match_info["order_id"]
-    return _answer(
-        await request.app[TILL].refund(order_id, staff, lines=lines, reason=body.reason, idem=idem)
-    )
+    return answer(await request.app[TILL].refund(order_id, staff, lines=lines, reason=body.reason, idem=idem))
 
 
 def _receipt(request: web.Request, order: Any, *, reprint: bool) -> web.Response:
@@ -368,8 +352,8 @@ async def reprint(request: web.Request) -> web.Response:
 
 async def open_shift(request: web.Request) -> web.Response:
     """Open the shift with a float."""
-    body, staff, idem = await _command(request, ShiftOpenIn, "shift.open")
-    return _answer(await request.app[TILL].open_shift(staff, body.float_fen, idem))
+    body, staff, idem = await staff_command(request, ShiftOpenIn, "shift.open")
+    return answer(await request.app[TILL].open_shift(staff, body.float_fen, idem))
 
 
 async def current_shift(request: web.Request) -> web.Response:
@@ -382,8 +366,8 @@ async def current_shift(request: web.Request) -> web.Response:
 
 async def close_shift(request: web.Request) -> web.Response:
     """Close the shift: expected vs counted cash, per-tender totals."""
-    body, staff, idem = await _command(request, ShiftCloseIn, "shift.close")
-    return _answer(await request.app[TILL].close_shift(staff, body.counted_cash_fen, idem))
+    body, staff, idem = await staff_command(request, ShiftCloseIn, "shift.close")
+    return answer(await request.app[TILL].close_shift(staff, body.counted_cash_fen, idem))
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:
@@ -397,7 +381,9 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         await ws.send_json({"type": "hello", "store": request.app[SETTINGS].store})
         while True:
             event = await sub.queue.get()
-            await ws.send_str(json.dumps({"type": event.type, "order": event.data}, ensure_ascii=False))
+            # Order changes carry the order; other events (scan, hub.message) their own data.
+            key = "order" if event.type.startswith("order.") else "data"
+            await ws.send_str(json.dumps({"type": event.type, key: event.data}, ensure_ascii=False))
 
     sender = asyncio.create_task(pump(), name="ws-pump")
     overflow = asyncio.create_task(sub.overflowed.wait(), name="ws-overflow")

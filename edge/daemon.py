@@ -18,6 +18,7 @@ from edge.config import EdgeSettings
 from edge.device_manager import DeviceManager
 from edge.events import EventBus
 from edge.hublink import HubLink
+from edge.inputs import InputManager
 from edge.journal import Journal, daemon_lock
 from edge.rpc import RpcClient
 from edge.snapshots import Snapshots
@@ -48,7 +49,8 @@ class EdgeDaemon:
         self.journal = Journal(settings.state_dir / "journal.sqlite3")
         self.snapshots = Snapshots(settings)
         self.bus = EventBus()
-        self.devices = DeviceManager(settings, self.journal, lambda: self.snapshots.catalog)
+        self.inputs = InputManager(self.bus, lambda: self.snapshots.catalog)
+        self.devices = DeviceManager(settings, self.journal, lambda: self.snapshots.catalog, self.inputs)
         self.commands = CommandRunner(self.journal, self.bus)
         self.rpc = RpcClient(
             lambda request: self.link.publish_rpc(request),  # noqa: PLW0108 - the link is made below

@@ -1,8 +1,9 @@
-"""The edge's printers at run time: one print worker per registered printer, health, test pages.
+"""The edge's devices at run time: a print worker per printer, the inputs, health, tests.
 
 The registry file is watched, so `storelink-edge devices add|bind` takes effect within
 seconds while the daemon runs. Jobs are rendered here, from the journal, with the
-printer's own profile (paper width, code page, CJK font).
+printer's own profile (paper width, code page, CJK font). Scanners, the scale and the
+pole display are run by `edge.inputs.InputManager`, which follows the same registry.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from drivers import decode_escpos, encode
+from drivers import DrawerKick, decode_escpos, encode
 from edge import printing
 from edge.catalog import Catalog
 from edge.config import EdgeSettings
 from edge.devices import DeviceEntry, DeviceRegistry, load_registry, open_printer
 from edge.errors import EdgeError
+from edge.inputs import InputManager
 from edge.journal import Journal
 from edge.kitchen_tickets import KitchenLine, kitchen_tickets
 from edge.print_queue import Job, PrintWorker, Renderer, enqueue, recent_jobs
@@ -41,9 +43,14 @@ class DeviceManager:
     """Start and stop print workers as the registry changes; queue jobs by role."""
 
     def __init__(
-        self, settings: EdgeSettings, journal: Journal, catalog: Callable[[], Catalog | None] | None = None
+        self,
+        settings: EdgeSettings,
+        journal: Journal,
+        catalog: Callable[[], Catalog | None] | None = None,
+        inputs: InputManager | None = None,
     ):
         self._settings = settings
+        self.inputs = inputs
         self._journal = journal
         self._catalog = catalog or (lambda: None)
         self._zone = ZoneInfo(settings.timezone)
@@ -60,6 +67,8 @@ class DeviceManager:
             if kind == "test":
                 page = printing.printer_test_page(profile, printer_name=entry.name, printed_at=self._now())
                 return encode(page, profile)
+            if kind == "drawer":
+                return encode([DrawerKick()], profile)
             if ref is None:
                 raise ValueError(f"a {kind} job needs an order id")
             order = load_order(conn, ref)
@@ -137,19 +146,34 @@ class DeviceManager:
         )
         return last
 
-    async def test(self, key: str) -> str:
-        """Queue a test page on a device (by id, name or role); the job id."""
+    async def test(self, key: str) -> dict[str, Any]:
+        """Try a device (by id, name or role): a printer prints a test page, a scale reads a weight.
+
+        A scanner is tested by scanning: the answer says what it last read.
+        """
         entry = self.registry.find(key)
+        if entry.kind == "scale" and self.inputs is not None:
+            reading = await self.inputs.read_weight(entry.id)
+            return {"device": entry.id, "grams": reading.grams, "net": reading.net}
+        if entry.kind == "display" and self.inputs is not None:
+            self.inputs.show_test()
+            return {"device": entry.id, "hint": "the display shows 'storelink test' and the time"}
+        if entry.kind != "printer":
+            scans = self.inputs.scans if self.inputs is not None else []
+            last = next((scan for scan in reversed(scans) if scan["device"] == entry.id), None)
+            return {
+                "device": entry.id,
+                "last_scan": last,
+                "hint": "scan a barcode; it shows up as a scan event",
+            }
         job_id = await self._journal.transaction(lambda conn: enqueue(conn, entry.id, "test"))
-        worker = self._workers.get(entry.id)
-        if worker is not None:
-            worker[2].notify()
-        return job_id
+        self._notify(entry.id)
+        return {"device": entry.id, "job": job_id}
 
     def health(self) -> list[dict[str, Any]]:
         """Every registered device with its role and what is wrong, if anything."""
         out = []
-        for entry in self.registry.devices:
+        for entry in self.registry.of_kind("printer"):
             worker = self._workers.get(entry.id)
             out.append(
                 {
@@ -162,12 +186,14 @@ class DeviceManager:
                     "health": worker[2].health if worker else "not started",
                 }
             )
-        return out
+        return out + (self.inputs.health() if self.inputs is not None else [])
 
     # ------------------------------------------------------------------ lifecycle
 
     async def _apply(self, registry: DeviceRegistry) -> None:
-        wanted = {entry.id: entry for entry in registry.devices}
+        if self.inputs is not None:
+            await self.inputs.apply(registry)
+        wanted = {entry.id: entry for entry in registry.of_kind("printer")}
         for device_id, (entry, stack, _) in list(self._workers.items()):
             if wanted.get(device_id) != entry:
                 del self._workers[device_id]
@@ -178,7 +204,13 @@ class DeviceManager:
                 continue
             stack = contextlib.AsyncExitStack()
             worker = await stack.enter_async_context(
-                PrintWorker(self._journal, entry.id, open_printer(entry), self._render(entry))
+                PrintWorker(
+                    self._journal,
+                    entry.id,
+                    open_printer(entry),
+                    self._render(entry),
+                    status_query=entry.status_query,
+                )
             )
             self._workers[device_id] = (entry, stack, worker)
             log.info("printer %s (%s, %s) ready for %s", entry.id, entry.name, entry.address, entry.role)
@@ -216,6 +248,8 @@ class DeviceManager:
         tb: TracebackType | None,
     ) -> None:
         await cancel_and_wait(self._task, log)
+        if self.inputs is not None:
+            await self.inputs.apply(DeviceRegistry())
         for _, stack, _ in self._workers.values():
             await stack.aclose()
         self._workers.clear()

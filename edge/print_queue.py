@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 2.0  # also picks up jobs written by another process (CLI test pages)
 HEALTH_CHECK_S = 10.0  # how often an idle printer is asked for its status
 KEEP_DONE = 500  # finished jobs kept per printer for preview and reprint
+# A drawer kick that could not be sent within this long is dropped: a drawer springing open
+# minutes later, when the printer comes back and nobody is at the till, is worse than none.
+DRAWER_STALE_S = 30.0
 
 # kind, ref (order or shift id) and the journal connection -> ESC/POS bytes
 Renderer = Callable[[sqlite3.Connection, str, str | None], bytes]
@@ -53,6 +56,10 @@ class Job:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _age_s(created_at: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(created_at)).total_seconds()
 
 
 def enqueue(
@@ -85,11 +92,23 @@ def recent_jobs(conn: sqlite3.Connection, printer: str, limit: int = 20) -> list
     return [_job(row) for row in rows]
 
 
+_FINE = ("ok", "paper low")
+
+
 class PrintWorker:
     """Prints one printer's queue in order; `health` says what is wrong, if anything."""
 
-    def __init__(self, journal: Journal, printer_id: str, printer: Printer, render: Renderer):
+    def __init__(
+        self,
+        journal: Journal,
+        printer_id: str,
+        printer: Printer,
+        render: Renderer,
+        *,
+        status_query: bool = True,
+    ):
         self._journal = journal
+        self._status_query = status_query
         self.printer_id = printer_id
         self._printer = printer
         self._render = render
@@ -122,6 +141,12 @@ class PrintWorker:
             if row is None:
                 return None
             job = _job(row)
+            if job.kind == "drawer" and _age_s(job.created_at) > DRAWER_STALE_S:
+                conn.execute(
+                    "UPDATE print_jobs SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                    ("not opened: the printer was not ready in time; open the drawer again", _now(), job.id),
+                )
+                continue
             if job.payload is not None:
                 return job
             try:
@@ -153,10 +178,15 @@ class PrintWorker:
 
         return work
 
-    async def _check(self) -> None:
-        problem = (await self._printer.status()).problem()
+    async def _check(self) -> str:
+        """The printer's health before a job: raises when it cannot print, else "ok" or a warning."""
+        if not self._status_query:
+            return "ok (this printer reports no status; jobs are sent blind)"
+        status = await self._printer.status()
+        problem = status.problem()
         if problem is not None:
             raise _NotReady(problem)
+        return "paper low; put a new roll in soon" if status.paper_near_end else "ok"
 
     async def _print_one(self) -> bool:
         """Print the oldest queued job; False when there is none."""
@@ -164,7 +194,7 @@ class PrintWorker:
         if job is None:
             return False
         assert job.payload is not None  # noqa: S101 - rendered by _next
-        await self._check()
+        self.health = await self._check()
         await self._journal.transaction(self._set(job.id, "printing"), durable=True)
         try:
             await self._printer.send(job.payload)
@@ -187,11 +217,11 @@ class PrintWorker:
             try:
                 while await self._print_one():
                     idle = 0
-                if idle * IDLE_POLL_S >= HEALTH_CHECK_S:
-                    # Nothing to print: still look, so the store's status shows a dead printer.
+                if idle * IDLE_POLL_S >= HEALTH_CHECK_S or not self.health.startswith(_FINE):
+                    # Nothing to print: still look (at once after a problem), so the store's
+                    # status shows a dead printer and a fixed one.
                     idle = 0
-                    await self._check()
-                self.health = "ok"
+                    self.health = await self._check()
                 self._backoff.connected()
             except (DriverError, _NotReady, sqlite3.Error) as err:
                 reason = str(err)

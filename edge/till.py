@@ -412,6 +412,8 @@ class Till:
             sales = add_to(shift.sales, tender.method, tender.amount_fen)
             orders = shift.orders + (order.status == "paid")
             save_shift(conn, shift.model_copy(update={"sales": sales, "orders": orders}))
+            if tender.method == "cash":
+                self._kick_drawer(conn, staff, f"cash payment, order {order.number:04d}", order.id)
             if order.status == "paid":
                 append_event(conn, "order.paid", change.doc, change.now.isoformat())
                 self._print(conn, "receipt", order.id)
@@ -424,6 +426,28 @@ class Till:
         # In the sale's own transaction: a paid order always has its receipt job.
         if self._queue_print is not None:
             self._queue_print(conn, "receipt", kind, order_id)
+
+    def _kick_drawer(
+        self, conn: sqlite3.Connection, staff: StaffMember, reason: str, order_id: str | None
+    ) -> str | None:
+        """Queue a drawer kick on the receipt printer and audit who opened it and why."""
+        job = self._queue_print(conn, "receipt", "drawer", order_id) if self._queue_print else None
+        if job is not None:
+            _audit(conn, staff, "drawer.open", order_id, reason)
+        return job
+
+    async def open_drawer(self, staff: StaffMember, reason: str, idem: Idempotency | None) -> Reply:
+        """Open the cash drawer without a sale (change for a customer, a count); always audited."""
+        if not reason.strip():
+            raise TillError("say why the drawer is opened (e.g. 'change for a customer')", status=422)
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            job = self._kick_drawer(conn, staff, reason.strip(), None)
+            if job is None:
+                raise TillError("this store has no receipt printer; the drawer opens through it")
+            return Reply(202, {"job": job, "staff": staff.id, "reason": reason.strip()})
+
+        return await self._run(work, idem)
 
     @staticmethod
     def _require_shift(conn: sqlite3.Connection) -> Shift:
@@ -465,7 +489,13 @@ class Till:
                 "refund": refund.model_dump(mode="json"),
             }
             append_event(conn, "order.refunded", json.dumps(event), now.isoformat())
+            cash = [i for i in refund.tenders if order.tenders[i].method == "cash"]
+            if cash:
+                self._kick_drawer(conn, staff, f"cash refund, order {order.number:04d}", order.id)
             self._print(conn, "refund", order.id)
+            if self._queue_print is not None:
+                # Refunded lines the kitchen already has come out as cancellations at their station.
+                self._queue_print(conn, "kitchen", "kitchen", order.id)
             return Reply(
                 201, {"order": order.model_dump(mode="json"), "refund": refund.model_dump(mode="json")}
             )

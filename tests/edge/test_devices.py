@@ -34,6 +34,7 @@ async def test_a_paid_order_prints_its_receipt_once_on_the_receipt_printer(api):
         await sim.wait_for(lambda p: len(p.jobs) >= 1, within=10)
         await asyncio.sleep(0.3)
         assert len(sim.jobs) == 1
+        assert sim.jobs[0][0] == "[DRAWER 2]"  # a cash sale opens the drawer before its receipt
         text = "\n".join(sim.jobs[0])
         assert "可口可乐330ml" in text
         assert f"{paid['number']:04d}" in text
@@ -42,9 +43,9 @@ async def test_a_paid_order_prints_its_receipt_once_on_the_receipt_printer(api):
 
         status, body = await api.call("GET", "/api/v1/devices/receipt/preview")
         assert status == 200
-        assert body["jobs"][0]["kind"] == "receipt"
-        assert body["jobs"][0]["state"] == "done"
-        assert "可口可乐330ml" in "\n".join(body["jobs"][0]["lines"])
+        assert [job["kind"] for job in body["jobs"]] == ["drawer", "receipt"]
+        assert body["jobs"][1]["state"] == "done"
+        assert "可口可乐330ml" in "\n".join(body["jobs"][1]["lines"])
 
         status, body = await api.call("POST", "/api/v1/devices/net-front/test")
         assert status == 403  # a cashier may not
