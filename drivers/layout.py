@@ -43,6 +43,7 @@ from drivers.receipt import (
 YEN = "\u00a5"
 FULLWIDTH_YEN = "\uffe5"
 _MIN_CELL = 2  # a cell must hold one wide character, or wrapping could not progress
+_MEMO_LIMIT = 8192  # characters remembered per width/substitution table; a store meets far fewer
 _SPACES = (" ", "\u3000")
 # A line should not end on an opening bracket or a currency sign ("￥" / "12.00" reads as two amounts).
 _OPENERS = frozenset("￥$(（[【《「『“‘")
@@ -85,7 +86,6 @@ class Line:
 Block: TypeAlias = Line | QR | Barcode | Image | Feed | Cut | DrawerKick
 
 
-@lru_cache(maxsize=4096)
 def _char_width(char: str, ambiguous_wide: bool, wide_non_ascii: bool) -> int:
     if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
         return 0
@@ -97,16 +97,41 @@ def _char_width(char: str, ambiguous_wide: bool, wide_non_ascii: bool) -> int:
     return 1
 
 
+class _CellWidths(dict[str, int]):
+    """Cells per character for one pair of width flags, worked out the first time a character is seen.
+
+    Layout measures every character several times per receipt; a dict lookup costs a fraction
+    of asking unicodedata (or an lru_cache) again. Growth stops at `_MEMO_LIMIT` characters.
+    """
+
+    def __init__(self, ambiguous_wide: bool, wide_non_ascii: bool) -> None:
+        super().__init__()
+        self.ambiguous_wide = ambiguous_wide
+        self.wide_non_ascii = wide_non_ascii
+
+    def __missing__(self, char: str) -> int:
+        cells = _char_width(char, self.ambiguous_wide, self.wide_non_ascii)
+        if len(self) < _MEMO_LIMIT:
+            self[char] = cells
+        return cells
+
+
+@lru_cache(maxsize=4)
+def _cell_widths(ambiguous_wide: bool, wide_non_ascii: bool) -> _CellWidths:
+    return _CellWidths(ambiguous_wide, wide_non_ascii)
+
+
 def display_width(text: str, *, ambiguous_wide: bool = False, wide_non_ascii: bool = False) -> int:
     """Number of character cells `text` takes on a fixed-pitch printer."""
-    return sum(_char_width(char, ambiguous_wide, wide_non_ascii) for char in text)
+    if text.isascii():
+        return len(text)  # every ASCII character, control characters included, takes one cell
+    return sum(map(_cell_widths(ambiguous_wide, wide_non_ascii).__getitem__, text))
 
 
 def _width(text: str, rules: LayoutRules) -> int:
     return display_width(text, ambiguous_wide=rules.ambiguous_wide, wide_non_ascii=rules.wide_non_ascii)
 
 
-@lru_cache(maxsize=8192)
 def _printable(char: str, rules: LayoutRules) -> str:
     if char in (YEN, FULLWIDTH_YEN) and rules.fullwidth_yen:
         # CJK printer fonts have one yen sign, full width (two cells): GB2312/GBK at A3A4, which
@@ -130,20 +155,45 @@ def _printable(char: str, rules: LayoutRules) -> str:
     return char
 
 
+class _Substitutions(dict[int, str]):
+    """A `str.translate` table from code point to what one printer prints, filled in on first sight."""
+
+    def __init__(self, rules: LayoutRules) -> None:
+        super().__init__()
+        self.rules = rules
+
+    def __missing__(self, code: int) -> str:
+        printed = _printable(chr(code), self.rules)
+        if len(self) < _MEMO_LIMIT:
+            self[code] = printed
+        return printed
+
+
+@lru_cache(maxsize=16)
+def _substitutions(rules: LayoutRules) -> _Substitutions:
+    # One table per rules, so `rules` is hashed once per text rather than once per character.
+    return _Substitutions(rules)
+
+
 def printable_text(text: str, rules: LayoutRules) -> str:
     """`text` as the printer will print it: NFC, ¥ substituted, unprintable characters replaced."""
     text = unicodedata.normalize("NFC", text.replace("\t", " "))
-    return "".join(_printable(char, rules) for char in text)
+    if text.isascii() and text.isprintable():
+        return text  # every codec prints printable ASCII as itself, one cell per character
+    return text.translate(_substitutions(rules))
 
 
 def _wrap_paragraph(text: str, columns: int, rules: LayoutRules) -> list[str]:
+    if _width(text, rules) <= columns:
+        return [text.rstrip(" \u3000")]  # most cells (amounts, labels, short names) fit as they are
     lines: list[str] = []
     current: list[str] = []
     used = 0
     # Index in `current` where a new line may begin: after a space or next to a wide character.
     breakable = 0
+    widths = _cell_widths(rules.ambiguous_wide, rules.wide_non_ascii)
     for original in text:
-        cells = _width(original, rules)
+        cells = widths[original]
         char = original
         if cells > columns:  # a wide character cannot fit a one-cell column at all
             char, cells = rules.replacement, 1
