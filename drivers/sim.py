@@ -46,8 +46,11 @@ class SimNetworkPrinter:
         cutter_error: bool = False,
         drawer_open: bool = False,
         offline: bool = False,
+        answers_status: bool = True,
     ) -> None:
+        """`answers_status=False` is a cheap model that ignores DLE EOT and never replies."""
         self.encoding = encoding
+        self.answers_status = answers_status
         self.paper_out = paper_out
         self.paper_near_end = paper_near_end
         self.cover_open = cover_open
@@ -170,7 +173,7 @@ class SimNetworkPrinter:
                     for m in decoder.feed(data)
                     if m.kind == "status" and m.value in {"1", "2", "3", "4"}
                 )
-                if answers:
+                if answers and self.answers_status:
                     writer.write(answers)
                     await writer.drain()
         except (ConnectionError, OSError):

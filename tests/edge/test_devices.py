@@ -152,3 +152,9 @@ async def test_kitchen_tickets_go_to_their_station_once(api):
         )
         await asyncio.sleep(0.5)
         assert len(bar.jobs) == 1
+        # a refund takes the coffee back: the bar is told to stop, once
+        await api.sign_in("mgr")
+        status, body = await api.call("POST", f"/api/v1/orders/{order['id']}/refunds", {"reason": "等太久"})
+        assert status == 201, body
+        await bar.wait_for(lambda p: len(p.jobs) >= 2, within=10)
+        assert [f"取消 {coffee.name}", "x2"] == [line.strip() for line in bar.jobs[1][4:6]]  # big type wraps

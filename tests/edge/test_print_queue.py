@@ -105,3 +105,20 @@ async def test_a_job_that_cannot_be_laid_out_fails_and_does_not_block_the_queue(
     failed = next(job for job in jobs if job.kind == "broken")
     assert failed.state == "failed"
     assert "no such order" in (failed.error or "")
+
+
+async def test_a_drawer_kick_that_waited_too_long_is_dropped_not_fired_late(journal):
+    def old_kick(conn):
+        enqueue(conn, "p1", "drawer", "late")
+        conn.execute("UPDATE print_jobs SET created_at = '2020-01-01T00:00:00+00:00' WHERE ref = 'late'")
+        enqueue(conn, "p1", "receipt", "0001")
+
+    await journal.transaction(old_kick)
+    async with SimNetworkPrinter() as sim, _worker(journal, sim):
+        await sim.wait_for(lambda p: len(p.jobs) >= 1, within=5)
+        await asyncio.sleep(0.3)
+        assert [job[0] for job in sim.jobs] == ["小票 0001"]
+    jobs = await journal.read(lambda conn: recent_jobs(conn, "p1", 10))
+    late = next(job for job in jobs if job.ref == "late")
+    assert late.state == "failed"
+    assert "not opened" in (late.error or "")
