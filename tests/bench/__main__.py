@@ -28,7 +28,7 @@ from hub.config import BrokerSettings, HubSettings
 from hub.service import Hub
 from hub.stores import add_store, list_stores, record_status
 from protocol import Status, decode, encode, topics
-from tests.bench import sync, till
+from tests.bench import hardware, sync, till
 from tests.conftest import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,6 +312,9 @@ async def main() -> None:
                 base,
             )
         )
+        receipt_rows = hardware.receipt_rows(n * 10)
+        rows += receipt_rows
+        render_ms = statistics.median(receipt_rows[0][2]) * 1000
         rss_start, rss_end, sell_rate = await till.rss_after_orders(tmp, rss_orders)
         drain = await _skippable("backlog drain", sync.backlog_drain(tmp, drain_orders))
         fanin = await _skippable("many stores", sync.many_stores(tmp, stores, batches=20, per_batch=100))
@@ -346,6 +349,8 @@ async def main() -> None:
         f"- durable close p99 within 2× of the raw commit: {close_tail:.1f}×, {_verdict(close_tail <= 2)}",
         f"- scan→push p99 under 10 ms: {push_p99_ms:.1f} ms, {_verdict(push_p99_ms < 10)}",
         f"- edge RSS after {rss_orders:,} orders under 80 MB: {rss_end:.1f} MB, {_verdict(rss_end < 80)}",
+        f"- receipt render under 2 ms (30 lines, Chinese, 80 mm): {render_ms:.2f} ms median, "
+        f"{_verdict(render_ms < 2)}",
         *sync_goals,
         "",
         f"- Durable order close: {close_rate:,.0f} orders/s one at a time (the till serialises its writes "
