@@ -11,34 +11,48 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Boolean, Date, ForeignKey, String, select
+from sqlalchemy import Boolean, Date, ForeignKey, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
 from hub.models import Base
+from hub.passes_merge import move_passes
+from hub.stored_value_office import merge_stored_value
 
 __all__ = [
     "MERGE_HOOKS",
     "CreatedListener",
     "Gender",
+    "InvalidMember",
     "InvalidPhone",
     "Member",
     "MemberExists",
     "MemberFields",
+    "MemberMerged",
     "MergeHook",
+    "MergeRefused",
+    "check_birthday",
+    "check_name",
     "create_member",
     "find_by_phone",
     "get_member",
+    "mask_phone",
+    "merge_members",
     "normalize_phone",
+    "parse_gender",
+    "update_member",
 ]
 
 # Mainland mobile numbers: 11 digits, 1 then 3-9. Landlines and Hong Kong numbers are not
 # member identities here; a chain that needs them adds a country code column first.
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _SEPARATORS = re.compile(r"[\s\-()（）]")
+MAX_NAME = 64
+_OLDEST_BIRTHDAY = date(1900, 1, 1)
 
 
 # Domains that act when a member is created (registration points, welcome gifts) or merged
@@ -47,15 +61,27 @@ _SEPARATORS = re.compile(r"[\s\-()（）]")
 CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
 MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
 _CREATED_LISTENERS: tuple[CreatedListener, ...] = ()
-MERGE_HOOKS: tuple[MergeHook, ...] = ()
+MERGE_HOOKS: tuple[MergeHook, ...] = (move_passes, merge_stored_value)
 
 
-class InvalidPhone(ValueError):
+class InvalidMember(ValueError):
+    """A member field that cannot be stored (name too long, birthday in the future, …)."""
+
+
+class InvalidPhone(InvalidMember):
     """Not a mainland China mobile number."""
 
 
 class MemberExists(HubError):
     """Another member already has this phone number."""
+
+
+class MemberMerged(HubError):
+    """The member was merged into another one; changes go to the survivor."""
+
+
+class MergeRefused(HubError):
+    """A merge that would lose or loop members (into itself, into a merged member, twice)."""
 
 
 class Gender(StrEnum):
@@ -64,6 +90,21 @@ class Gender(StrEnum):
     FEMALE = "female"
     MALE = "male"
     UNKNOWN = "unknown"
+
+
+_GENDER_WORDS = {
+    **dict.fromkeys(("female", "f", "woman", "女", "女性", "女士"), Gender.FEMALE),
+    **dict.fromkeys(("male", "m", "man", "男", "男性", "先生"), Gender.MALE),
+    **dict.fromkeys(("unknown", "u", "", "-", "未知", "保密", "不详"), Gender.UNKNOWN),
+}
+
+
+def parse_gender(raw: str) -> Gender:
+    """The gender for the usual words a person or a spreadsheet uses (男/女, male/female, M/F)."""
+    found = _GENDER_WORDS.get(raw.strip().casefold())
+    if found is None:
+        raise InvalidMember(f"gender {raw!r} is not one of 男, 女, male, female or unknown (blank)")
+    return found
 
 
 def normalize_phone(raw: str) -> str:
@@ -78,13 +119,46 @@ def normalize_phone(raw: str) -> str:
     return digits
 
 
+def mask_phone(phone: str | None) -> str:
+    """The phone as a cashier may see it: 138****5678."""
+    if not phone:
+        return ""
+    return f"{phone[:3]}****{phone[-4:]}"
+
+
+def check_name(raw: str) -> str:
+    """The name trimmed; `InvalidMember` if longer than 64 characters or not printable."""
+    name = raw.strip()
+    if len(name) > MAX_NAME:
+        raise InvalidMember(f"a name has at most {MAX_NAME} characters, this one has {len(name)}")
+    if not name.isprintable():
+        raise InvalidMember("a name must not contain control characters or line breaks")
+    return name
+
+
+def check_birthday(day: date | None, *, today: date | None = None) -> date | None:
+    """The birthday if it is plausible: not before 1900 and not in the future."""
+    if day is None:
+        return None
+    today = today or datetime.now(UTC).date()
+    if day > today:
+        raise InvalidMember(f"birthday {day.isoformat()} is in the future")
+    if day < _OLDEST_BIRTHDAY:
+        raise InvalidMember(f"birthday {day.isoformat()} is before 1900")
+    return day
+
+
 class Member(Base):
-    """A member; `merged_into` is set when a duplicate was merged into another member."""
+    """A member; `merged_into` is set when a duplicate was merged into another member.
+
+    A merged member has no phone (it is freed for the survivor or a new registration);
+    `released_phone` keeps the number it gave up, for the record.
+    """
 
     __tablename__ = "members"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    phone: Mapped[str] = mapped_column(String(11), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(11), unique=True)
     name: Mapped[str] = mapped_column(String(64), default="")
     gender: Mapped[str] = mapped_column(String(8), default=Gender.UNKNOWN.value)
     birthday: Mapped[date | None] = mapped_column(Date)
@@ -94,6 +168,7 @@ class Member(Base):
     consent_marketing: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     merged_into: Mapped[str | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"))
+    released_phone: Mapped[str | None] = mapped_column(String(11), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -127,7 +202,8 @@ class MemberFields:
         consent_sms: bool = False,
     ):
         self.phone = normalize_phone(phone)
-        self.channel, self.name, self.gender, self.birthday = channel, name.strip(), gender, birthday
+        self.channel, self.name, self.gender = channel, check_name(name), gender
+        self.birthday = check_birthday(birthday)
         self.source_store, self.referrer_id = source_store, referrer_id
         self.consent_marketing, self.consent_sms = consent_marketing, consent_sms
 
@@ -136,8 +212,9 @@ async def create_member(session: AsyncSession, fields: MemberFields) -> Member:
     """Add a member in the caller's transaction; `MemberExists` if the phone is taken."""
     if await find_by_phone(session, fields.phone) is not None:
         raise MemberExists(f"phone {fields.phone} already belongs to a member")
-    if fields.referrer_id is not None:
-        await get_member(session, fields.referrer_id)
+    referrer_id = None
+    if fields.referrer_id is not None:  # a merged referrer's credit goes to the survivor
+        referrer_id = (await get_member(session, fields.referrer_id)).id
     now = datetime.now(UTC)
     member = Member(
         id=str(uuid.uuid4()),
@@ -146,11 +223,12 @@ async def create_member(session: AsyncSession, fields: MemberFields) -> Member:
         gender=fields.gender.value,
         birthday=fields.birthday,
         source_store=fields.source_store,
-        referrer_id=fields.referrer_id,
+        referrer_id=referrer_id,
         channel=fields.channel,
         consent_marketing=fields.consent_marketing,
         consent_sms=fields.consent_sms,
         merged_into=None,
+        released_phone=None,
         created_at=now,
         updated_at=now,
     )
@@ -183,3 +261,104 @@ async def find_by_phone(session: AsyncSession, phone: str) -> Member | None:
     """The member with this (already normalised) phone, or None."""
     found = await session.execute(select(Member).where(Member.phone == phone))
     return found.scalar_one_or_none()
+
+
+# Fields head office may change; phone changes are re-validated and must stay unique.
+_EDITABLE = frozenset({"phone", "name", "gender", "birthday", "consent_marketing", "consent_sms"})
+
+
+async def update_member(session: AsyncSession, member_id: str, changes: dict[str, Any]) -> Member:
+    """Apply `changes` (a subset of the editable fields) to a member that was not merged."""
+    unknown = set(changes) - _EDITABLE
+    if unknown:
+        raise InvalidMember(f"cannot change {', '.join(sorted(unknown))}")
+    member = await get_member(session, member_id, follow_merge=False)
+    if member.merged_into is not None:
+        raise MemberMerged(f"member {member_id} was merged into {member.merged_into}; change that member")
+    if "phone" in changes:
+        phone = normalize_phone(changes["phone"])
+        if phone != member.phone:
+            if await find_by_phone(session, phone) is not None:
+                raise MemberExists(f"phone {phone} already belongs to a member")
+            member.phone = phone
+    if "name" in changes:
+        member.name = check_name(changes["name"])
+    if "gender" in changes:
+        member.gender = parse_gender(str(changes["gender"])).value
+    if "birthday" in changes:
+        member.birthday = check_birthday(changes["birthday"])
+    for flag in ("consent_marketing", "consent_sms"):
+        if flag in changes:
+            setattr(member, flag, bool(changes[flag]))
+    member.updated_at = datetime.now(UTC)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as err:  # a concurrent change took the phone first
+        raise MemberExists(f"phone {member.phone} already belongs to a member") from err
+    return member
+
+
+def _merge_hooks() -> tuple[MergeHook, ...]:
+    """`MERGE_HOOKS` plus hooks of modules that import this one (so they are imported here)."""
+    from hub import member_facts  # noqa: PLC0415 - it imports this module
+
+    return (member_facts.move_member_orders, *MERGE_HOOKS)
+
+
+async def merge_members(
+    session: AsyncSession, from_id: str, into_id: str, *, take_phone: bool = False
+) -> Member:
+    """Merge the duplicate `from_id` into `into_id` in the caller's transaction; return the survivor.
+
+    The duplicate's phone is freed (kept in `released_phone`): with `take_phone` the survivor
+    takes it (the customer's new number) and releases its own; otherwise nobody has it and
+    it can be registered again. Blank fields of the survivor are filled from the duplicate.
+    Members merged earlier into the duplicate, and members it referred, move to the survivor.
+    Then every merge hook moves its domain's rows (orders, balances, ledgers).
+    """
+    if from_id == into_id:
+        raise MergeRefused("a member cannot be merged into itself")
+    # Both rows locked by a no-op write in id order before anything is read, so two crossing
+    # merges cannot deadlock or both succeed (on SQLite the first write takes the database lock).
+    for member_id in sorted((from_id, into_id)):
+        await session.execute(
+            update(Member).where(Member.id == member_id).values(updated_at=Member.updated_at),
+            execution_options={"synchronize_session": False},
+        )
+    rows = await session.scalars(
+        select(Member).where(Member.id.in_((from_id, into_id))).execution_options(populate_existing=True)
+    )
+    found = {m.id: m for m in rows}
+    for member_id in (from_id, into_id):
+        if member_id not in found:
+            raise NotFound(f"no member {member_id!r}")
+    dup, keep = found[from_id], found[into_id]
+    if dup.merged_into is not None:
+        raise MergeRefused(f"member {from_id} was already merged into {dup.merged_into}")
+    if keep.merged_into is not None:
+        raise MergeRefused(
+            f"member {into_id} was itself merged into {keep.merged_into}; merge into that member instead"
+        )
+    now = datetime.now(UTC)
+    freed, dup.phone, dup.released_phone = dup.phone, None, dup.phone
+    await session.flush()  # the unique phone is free before the survivor may take it
+    if take_phone and freed is not None:
+        dup.released_phone, keep.phone = keep.phone, freed
+    keep.name = keep.name or dup.name
+    keep.birthday = keep.birthday or dup.birthday
+    if keep.gender == Gender.UNKNOWN.value:
+        keep.gender = dup.gender
+    if keep.referrer_id == dup.id:
+        keep.referrer_id = dup.referrer_id if dup.referrer_id != keep.id else None
+    dup.merged_into, dup.updated_at, keep.updated_at = keep.id, now, now
+    await session.flush()
+    await session.execute(
+        update(Member).where(Member.merged_into == dup.id, Member.id != keep.id).values(merged_into=keep.id)
+    )
+    await session.execute(
+        update(Member).where(Member.referrer_id == dup.id, Member.id != keep.id).values(referrer_id=keep.id)
+    )
+    for hook in _merge_hooks():
+        await hook(session, dup.id, keep.id)
+    return keep

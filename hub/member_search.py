@@ -1,0 +1,143 @@
+"""Finding members: search by phone suffix and name, and the birthday list for the next days.
+
+Store-scoped callers pass their stores: they see the members who registered at one of
+them (`source_store`); members registered at head office (no source store) are seen by
+chain-wide roles only.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import Integer, Select, case, cast, extract, func, select
+
+from hub.db import AsyncSession
+from hub.members import Member
+
+__all__ = [
+    "MAX_BIRTHDAY_DAYS",
+    "BirthdayRow",
+    "MemberQuery",
+    "birthday_in_year",
+    "birthdays",
+    "next_birthday",
+    "search_members",
+    "search_statement",
+]
+
+MAX_BIRTHDAY_DAYS = 366
+
+
+@dataclass(frozen=True)
+class MemberQuery:
+    """What to look for; every given criterion must hold."""
+
+    phone: str | None = None  # 1-11 digits: the end of the number (11: the whole number)
+    name: str | None = None  # part of the name, any case
+    include_merged: bool = False
+    stores: frozenset[str] | None = None  # the caller's scope; None is the whole chain
+
+    def __post_init__(self) -> None:
+        if self.phone is not None and not (
+            self.phone.isascii() and self.phone.isdigit() and len(self.phone) <= 11
+        ):
+            raise ValueError("phone must be 1 to 11 digits (e.g. the last 4 digits of the number)")
+
+
+def _scoped(query: Select[Member], stores: frozenset[str] | None) -> Select[Member]:
+    return query if stores is None else query.where(Member.source_store.in_(stores))
+
+
+def search_statement(q: MemberQuery) -> Select[Member]:
+    """The SELECT for a search, newest members first (also used by the Excel export)."""
+    query = _scoped(select(Member), q.stores)
+    if not q.include_merged:
+        query = query.where(Member.merged_into.is_(None))
+    if q.phone:
+        query = query.where(Member.phone == q.phone if len(q.phone) == 11 else Member.phone.endswith(q.phone))
+    if q.name:
+        query = query.where(func.lower(Member.name).contains(q.name.strip().lower(), autoescape=True))
+    return query.order_by(Member.created_at.desc(), Member.id)
+
+
+async def search_members(
+    session: AsyncSession, q: MemberQuery, *, limit: int, offset: int = 0
+) -> tuple[Sequence[Member], bool]:
+    """One page of members and whether more follow."""
+    rows = (await session.scalars(search_statement(q).limit(limit + 1).offset(offset))).all()
+    return rows[:limit], len(rows) > limit
+
+
+def birthday_in_year(birthday: date, year: int) -> date:
+    """The day a birthday is celebrated in `year`: 29 February falls on 28 February in common years.
+
+    28 February keeps the day in the member's birthday month, so month-based perks and
+    "birthday this month" lists agree with the daily list.
+    """
+    if birthday.month == 2 and birthday.day == 29 and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return birthday.replace(year=year)
+
+
+def next_birthday(birthday: date, today: date) -> date:
+    """The first celebration day on or after `today`."""
+    day = birthday_in_year(birthday, today.year)
+    return day if day >= today else birthday_in_year(birthday, today.year + 1)
+
+
+@dataclass(frozen=True)
+class BirthdayRow:
+    """A member with a birthday in the window, when it is celebrated and the age turned."""
+
+    member: Member
+    next_birthday: date
+    turns: int
+    days_until: int
+
+
+def _month_days(first: date, days: int) -> set[int]:
+    """month*100+day of every birthday celebrated in the window (0229 on 28 Feb of common years)."""
+    found = set()
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        found.add(day.month * 100 + day.day)
+        if day.month == 2 and day.day == 28 and not calendar.isleap(day.year):
+            found.add(229)
+    return found
+
+
+async def birthdays(
+    session: AsyncSession,
+    first: date,
+    days: int,
+    *,
+    stores: frozenset[str] | None,
+    limit: int,
+    offset: int = 0,
+) -> tuple[list[BirthdayRow], bool]:
+    """Members whose birthday is celebrated from `first` through the following `days - 1` days.
+
+    Ordered by the day it falls on (the window may cross the new year), then name.
+    """
+    if not 1 <= days <= MAX_BIRTHDAY_DAYS:
+        raise ValueError(f"days must be from 1 to {MAX_BIRTHDAY_DAYS}")
+    month_day = cast(extract("month", Member.birthday), Integer) * 100 + cast(
+        extract("day", Member.birthday), Integer
+    )
+    start = first.month * 100 + first.day
+    query = (
+        _scoped(select(Member), stores)
+        .where(Member.birthday.is_not(None), Member.merged_into.is_(None))
+        .where(month_day.in_(sorted(_month_days(first, days))))
+        .order_by(case((month_day >= start, 0), else_=1), month_day, Member.name, Member.id)
+    )
+    rows = (await session.scalars(query.limit(limit + 1).offset(offset))).all()
+    out = []
+    for member in rows[:limit]:
+        assert member.birthday is not None  # noqa: S101 - filtered above
+        when = next_birthday(member.birthday, first)
+        out.append(BirthdayRow(member, when, when.year - member.birthday.year, (when - first).days))
+    return out, len(rows) > limit
