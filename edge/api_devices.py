@@ -3,6 +3,7 @@ the cash drawer and the customer display page."""
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 
 from aiohttp import web
@@ -67,6 +68,13 @@ async def device_preview(request: web.Request) -> web.Response:
     return reply_json({"jobs": jobs})
 
 
+async def discovered(request: web.Request) -> web.Response:
+    """What discovery sees plugged in or on the LAN now, and whether each is registered."""
+    discovery = request.app[DEVICES].discovery
+    found = await asyncio.to_thread(discovery.describe) if discovery is not None else []
+    return reply_json({"devices": found})
+
+
 def _inputs(request: web.Request) -> InputManager:
     inputs = request.app[DEVICES].inputs
     if inputs is None:
@@ -111,6 +119,7 @@ def add_routes(app: web.Application) -> None:
     """Register the device routes."""
     r = app.router
     r.add_get("/api/v1/devices", list_devices)
+    r.add_get("/api/v1/devices/discovered", discovered)
     r.add_post("/api/v1/devices/{device}/test", device_test)
     r.add_get("/api/v1/devices/{device}/preview", device_preview)
     r.add_post("/api/v1/scans", post_scan)

@@ -52,6 +52,19 @@ class ScaleSettings(BaseModel):
         return ScaleLayout(self.prefix, self.plu_digits, self.value_digits, self.value_kind)
 
 
+class DiscoverySettings(BaseModel):
+    """`[discovery]`: what the daemon looks for and announces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    advertise: bool = True
+    mdns_browse: bool = True
+    auto_bind: bool = True
+    interval_s: float = Field(3.0, ge=0.5, le=60)
+    misses: int = Field(3, ge=1, le=20, description="missed scans before a device counts as gone")
+
+
 class EdgeSettings(StorelinkSettings):
     """Everything `storelink-edge` needs; see docs/configuration.md."""
 
@@ -65,6 +78,7 @@ class EdgeSettings(StorelinkSettings):
     mqtt: HubMqttSettings
     scale: ScaleSettings = ScaleSettings()
     offline: OfflinePolicy = OfflinePolicy()
+    discovery: DiscoverySettings = DiscoverySettings()
     log_level: LogLevel = "INFO"
 
     @field_validator("timezone")

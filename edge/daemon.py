@@ -16,6 +16,7 @@ from edge.api import VERSION, make_app
 from edge.commands import CommandRunner
 from edge.config import EdgeSettings
 from edge.device_manager import DeviceManager
+from edge.discovery import Discovery
 from edge.events import EventBus
 from edge.hublink import HubLink
 from edge.inputs import InputManager
@@ -50,7 +51,12 @@ class EdgeDaemon:
         self.snapshots = Snapshots(settings)
         self.bus = EventBus()
         self.inputs = InputManager(self.bus, lambda: self.snapshots.catalog)
-        self.devices = DeviceManager(settings, self.journal, lambda: self.snapshots.catalog, self.inputs)
+        self.discovery = Discovery(
+            settings.discovery, settings.state_dir, store=settings.store, http_port=lambda: self.http_port
+        )
+        self.devices = DeviceManager(
+            settings, self.journal, lambda: self.snapshots.catalog, self.inputs, self.discovery
+        )
         self.commands = CommandRunner(self.journal, self.bus)
         self.rpc = RpcClient(
             lambda request: self.link.publish_rpc(request),  # noqa: PLW0108 - the link is made below
@@ -98,6 +104,7 @@ class EdgeDaemon:
             site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
             await site.start()
             self.http_port = runner.addresses[0][1]
+            await self._stack.enter_async_context(self.discovery)
             maintenance = asyncio.create_task(self._maintain(), name="edge-journal-maintenance")
             self._stack.push_async_callback(cancel_and_wait, maintenance, log)
         except BaseException:

@@ -24,6 +24,7 @@ from edge import printing
 from edge.catalog import Catalog
 from edge.config import EdgeSettings
 from edge.devices import DeviceEntry, DeviceRegistry, load_registry, open_printer
+from edge.discovery import Discovery
 from edge.errors import EdgeError
 from edge.inputs import InputManager
 from edge.journal import Journal
@@ -48,9 +49,11 @@ class DeviceManager:
         journal: Journal,
         catalog: Callable[[], Catalog | None] | None = None,
         inputs: InputManager | None = None,
+        discovery: Discovery | None = None,
     ):
         self._settings = settings
         self.inputs = inputs
+        self.discovery = discovery
         self._journal = journal
         self._catalog = catalog or (lambda: None)
         self._zone = ZoneInfo(settings.timezone)

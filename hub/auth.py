@@ -66,6 +66,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "commands.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "stores.write": frozenset({Role.OWNER}),
     "users.write": frozenset({Role.OWNER}),
+    "passes.read": frozenset(Role),
+    "passes.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
 }
 
 

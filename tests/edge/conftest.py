@@ -85,7 +85,7 @@ def edge_settings(state: Path, **extra: Any) -> EdgeSettings:
         http_host="127.0.0.1",
         http_port=0,
         mqtt={"host": "127.0.0.1", "port": free_port(), "password": "x", "backoff_cap": 30},
-        **extra,
+        **({"discovery": {"enabled": False}} | extra),
     )
 
 
