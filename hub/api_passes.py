@@ -19,7 +19,6 @@ from hub.errors import NotFound
 from hub.passes import (
     ProductSpec,
     create_product,
-    expire_passes,
     get_pass,
     get_product,
     issue_manual,
@@ -27,12 +26,11 @@ from hub.passes import (
     ledger_of_pass,
     list_products,
     member_passes,
-    revoke_pass,
     summary,
-    transfer_pass,
     update_product,
 )
 from hub.passes_consume import reverse_use
+from hub.passes_lifecycle import expire_passes, revoke_pass, transfer_pass
 from hub.passes_models import PassFlag, PassLedger, PassProduct
 from protocol import Problem
 

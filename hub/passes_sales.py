@@ -20,7 +20,8 @@ from hub.db import AsyncSession
 from hub.errors import NotFound
 from hub.members import get_member
 from hub.models import HubOrder, HubRefund
-from hub.passes import flag, issue_pass, revoke_pass
+from hub.passes import flag, issue_pass
+from hub.passes_lifecycle import revoke_pass
 from hub.passes_models import Pass, PassProduct
 
 __all__ = ["passes_from_sales"]

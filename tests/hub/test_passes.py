@@ -18,13 +18,12 @@ from hub.passes import (
     PassError,
     ProductSpec,
     create_product,
-    expire_passes,
     get_pass,
     issue_manual,
     passes_of,
-    transfer_pass,
 )
 from hub.passes_consume import consume, reverse_use
+from hub.passes_lifecycle import expire_passes, transfer_pass
 from hub.passes_merge import move_passes
 from hub.passes_models import Pass, PassFlag, PassLedger
 from hub.rpc import RpcServer
