@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from drivers import SerialScale, WeightReading
+from drivers.discovery import scan_local
 from edge import access, daemon
 from edge.catalog import CatalogStore
 from edge.config import EdgeSettings
@@ -22,6 +24,7 @@ from edge.devices import DeviceEntry, load_registry, network_id, save_registry
 from edge.errors import EdgeError
 from edge.journal import Journal, daemon_lock, restore
 from edge.print_queue import enqueue, recent_jobs
+from edge.till import write_audit
 from protocol import ConfigError, load_settings
 
 __all__ = ["main"]
@@ -156,24 +159,34 @@ def cmd_devices(args: argparse.Namespace) -> None:
 
 
 def cmd_devices_add(args: argparse.Namespace) -> None:
-    """Register a network or serial printer (and bind it to a role)."""
+    """Register a printer, scanner, scale or pole display (and bind it to a role)."""
     settings = _settings(args)
-    if (args.host is None) == (args.serial is None):
-        raise ValueError("give --host (network printer) or --serial (serial printer)")
+    if sum(x is not None for x in (args.host, args.serial, args.evdev)) != 1:
+        raise ValueError(
+            "give one of --host (network printer), --serial (serial port) or --evdev (USB scanner id)"
+        )
     fields: dict[str, object] = {
         "name": args.name,
+        "kind": args.kind,
         "role": args.role,
         "paper_mm": args.paper,
         "encoding": args.encoding,
         "cjk_font": not args.no_cjk_font,
         "cutter": not args.no_cutter,
+        "status_query": not args.no_status,
         "categories": args.categories,
+        "scan_mode": args.scan_mode,
+        "terminator": args.terminator,
     }
+    if args.baud is not None:
+        fields["baudrate"] = args.baud
     if args.host is not None:
         fields |= {"id": network_id(args.host, args.port), "transport": "network", "host": args.host}
         fields["port"] = args.port
-    else:
+    elif args.serial is not None:
         fields |= {"id": "serial-" + Path(args.serial).name, "transport": "serial", "path": args.serial}
+    else:
+        fields |= {"id": args.evdev, "transport": "evdev", "path": args.evdev}
     entry = DeviceEntry.model_validate(fields)
     save_registry(settings.state_dir, load_registry(settings.state_dir).upsert(entry))
     print(f"device {entry.id} ({entry.name}, {entry.address}) saved with role {entry.role or '-'}")
@@ -185,13 +198,22 @@ def cmd_devices_bind(args: argparse.Namespace) -> None:
     registry = load_registry(settings.state_dir)
     entry = registry.find(args.device).model_copy(update={"role": args.role})
     save_registry(settings.state_dir, registry.upsert(DeviceEntry.model_validate(entry.model_dump())))
-    print(f"device {entry.id} is now the {args.role} printer")
+    print(f"{entry.kind} {entry.id} now has the role {args.role}")
 
 
 def cmd_devices_test(args: argparse.Namespace) -> None:
-    """Queue a test page; the running daemon prints it within seconds."""
+    """Queue a test page (the running daemon prints it within seconds) or read the scale."""
     settings = _settings(args)
     entry = load_registry(settings.state_dir).find(args.device)
+    if entry.kind == "scale":
+        reading = asyncio.run(_read_scale(entry))
+        print(f"{entry.name}: {reading.grams} g{' net' if reading.net else ''}")
+        return
+    if entry.kind != "printer":
+        print(
+            f"{entry.kind} {entry.id}: test it through the daemon: POST /api/v1/devices/{entry.id}/test"
+        )
+        return
 
     async def queue(journal: Journal) -> str:
         return await journal.transaction(lambda conn: enqueue(conn, entry.id, "test"))
@@ -211,27 +233,80 @@ def cmd_devices_preview(args: argparse.Namespace) -> None:
         print("\n".join(job["lines"]) if job["lines"] else f"(not laid out yet) {job['error'] or ''}")
 
 
+async def _read_scale(entry: DeviceEntry) -> WeightReading:
+    async with SerialScale(entry.path or "", baudrate=entry.baudrate) as scale:
+        return await scale.read_weight()
+
+
+def cmd_devices_discover(args: argparse.Namespace) -> None:
+    """List what is plugged in now (USB printers, serial ports, USB scanners) with stable ids."""
+    scan = asyncio.run(scan_local())
+    registry = load_registry(_settings(args).state_dir)
+    known = {e.id for e in registry.devices} | {e.path for e in registry.devices if e.path}
+    for device in scan.devices:
+        mark = "registered" if device.id in known else "new"
+        where = device.device or device.usb_path or ", ".join(device.nodes)
+        print(f"{device.id}  {device.kind}/{device.transport}  {device.name}  {where}  [{mark}]")
+    for transport, why in scan.failed.items():
+        print(f"cannot list {transport} devices: {why}", file=sys.stderr)
+    if not scan.devices:
+        print(
+            "nothing found; network printers are found by the running daemon (GET /api/v1/devices/discovered)"
+        )
+
+
+def cmd_devices_drawer(args: argparse.Namespace) -> None:
+    """Open the cash drawer through the receipt printer; audited as the installer with the reason."""
+    settings = _settings(args)
+    entry = load_registry(settings.state_dir).find("receipt")
+
+    async def queue(journal: Journal) -> str:
+        def work(conn: sqlite3.Connection) -> str:
+            job = enqueue(conn, entry.id, "drawer")
+            write_audit(
+                conn, "installer", "drawer.open", None, f"{args.reason} (storelink-edge devices drawer)"
+            )
+            return job
+
+        return await journal.transaction(work)
+
+    print(f"drawer kick queued on {entry.name} (job {asyncio.run(_with_journal(settings, queue))})")
+
+
 def _devices_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    devices = sub.add_parser("devices", help="printers and their roles")
+    devices = sub.add_parser("devices", help="printers, scanners, scales, displays and their roles")
     devices.set_defaults(func=cmd_devices)
     dev = devices.add_subparsers(dest="sub")
-    add_dev = dev.add_parser("add", help="register a network (--host) or serial (--serial) printer")
+    add_dev = dev.add_parser("add", help="register a device: --host, --serial or --evdev")
     add_dev.add_argument("--name", required=True, help="e.g. 前台 or 热菜厨房")
+    add_dev.add_argument("--kind", choices=["printer", "scanner", "scale", "display"], default="printer")
     add_dev.add_argument("--host", help="network printer address (raw TCP, usually port 9100)")
     add_dev.add_argument("--port", type=int, default=9100)
     add_dev.add_argument("--serial", help="serial device, e.g. /dev/serial/by-path/...")
-    add_dev.add_argument("--role", help="receipt, kitchen-<station> (e.g. kitchen-hot), label or display")
+    add_dev.add_argument("--evdev", help="USB scanner id from `storelink-edge devices discover`")
+    add_dev.add_argument("--baud", type=int, help="serial speed (default 9600)")
+    add_dev.add_argument(
+        "--role", help="receipt, kitchen-<station> (e.g. kitchen-hot), label, display, scanner[-lane], scale"
+    )
     add_dev.add_argument("--paper", type=int, choices=[58, 80], default=80, help="paper width in mm")
     add_dev.add_argument("--encoding", choices=["gb18030", "gbk", "big5", "utf-8"], default="gb18030")
     add_dev.add_argument("--no-cjk-font", action="store_true", help="no Chinese font: Chinese as images")
     add_dev.add_argument("--no-cutter", action="store_true")
+    add_dev.add_argument("--no-status", action="store_true", help="printer does not answer DLE EOT")
     add_dev.add_argument("--categories", nargs="*", default=[], help="kitchen printers: catalog categories")
+    add_dev.add_argument("--scan-mode", choices=["auto", "scanner"], default="auto", help="USB scanners")
+    add_dev.add_argument("--terminator", choices=["enter", "tab", "any-eol", "etx"], default="enter")
     add_dev.set_defaults(func=cmd_devices_add)
+    discover = dev.add_parser("discover", help="list what is plugged in, with stable ids")
+    discover.set_defaults(func=cmd_devices_discover)
+    drawer = dev.add_parser("drawer", help="open the cash drawer (audited)")
+    drawer.add_argument("--reason", required=True)
+    drawer.set_defaults(func=cmd_devices_drawer)
     bind = dev.add_parser("bind", help="give a device a role")
     bind.add_argument("device", help="device id or name")
     bind.add_argument("role")
     bind.set_defaults(func=cmd_devices_bind)
-    test = dev.add_parser("test", help="print a test page")
+    test = dev.add_parser("test", help="print a test page, or read the scale")
     test.add_argument("device", help="device id, name or role")
     test.set_defaults(func=cmd_devices_test)
     prev = dev.add_parser("preview", help="show what the newest jobs printed")

@@ -38,7 +38,7 @@ from edge.orders import (
 from edge.shifts import Shift, add_to, load_open_shift, save_shift
 from protocol import business_day, new_id
 
-__all__ = ["Idempotency", "QueuePrint", "Reply", "Till", "load_order"]
+__all__ = ["Idempotency", "QueuePrint", "Reply", "Till", "load_order", "write_audit"]
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,13 @@ def _save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> str:
     return doc
 
 
-def _audit(
-    conn: sqlite3.Connection, staff: StaffMember, action: str, order_id: str | None, detail: str
+def write_audit(
+    conn: sqlite3.Connection, staff_id: str, action: str, order_id: str | None, detail: str
 ) -> None:
+    """Record who did what, in the caller's transaction."""
     conn.execute(
         "INSERT INTO audit (ts, staff_id, action, order_id, detail) VALUES (?, ?, ?, ?, ?)",
-        (_now().isoformat(), staff.id, action, order_id, detail),
+        (_now().isoformat(), staff_id, action, order_id, detail),
     )
 
 
@@ -295,12 +296,12 @@ class Till:
         def audit(conn: sqlite3.Connection, change: Change) -> None:
             before = change.before
             if qty is not None and before.line(line_id).override_price_fen is not None:
-                _audit(conn, staff, "price.override.qty", order_id, f"line {line_id}: qty -> {qty}")
+                write_audit(conn, staff.id, "price.override.qty", order_id, f"line {line_id}: qty -> {qty}")
             if override_price_fen is not None:
                 old = before.line(line_id).unit_price_fen
-                _audit(
+                write_audit(
                     conn,
-                    staff,
+                    staff.id,
                     "price.override",
                     order_id,
                     f"line {line_id}: {old} -> {override_price_fen} fen; reason: {reason}",
@@ -377,7 +378,7 @@ class Till:
                 for tender in order.tenders:
                     refunds = add_to(refunds, tender.method, tender.amount_fen)
                 save_shift(conn, shift.model_copy(update={"refunds": refunds}))
-            _audit(conn, staff, "order.void", order_id, reason)
+            write_audit(conn, staff.id, "order.void", order_id, reason)
             append_event(conn, "order.voided", change.doc, change.now.isoformat())
 
         return await self._change(order_id, rule, idem, after=report, durable=True)
@@ -433,7 +434,7 @@ class Till:
         """Queue a drawer kick on the receipt printer and audit who opened it and why."""
         job = self._queue_print(conn, "receipt", "drawer", order_id) if self._queue_print else None
         if job is not None:
-            _audit(conn, staff, "drawer.open", order_id, reason)
+            write_audit(conn, staff.id, "drawer.open", order_id, reason)
         return job
 
     async def open_drawer(self, staff: StaffMember, reason: str, idem: Idempotency | None) -> Reply:
@@ -480,7 +481,7 @@ class Till:
             for index, amount in refund.tenders.items():
                 refunds = add_to(refunds, order.tenders[index].method, amount)
             save_shift(conn, shift.model_copy(update={"refunds": refunds}))
-            _audit(conn, staff, "order.refund", order_id, f"{refund.total_fen} fen: {reason}")
+            write_audit(conn, staff.id, "order.refund", order_id, f"{refund.total_fen} fen: {reason}")
             event = {
                 "order_id": order.id,
                 "store": order.store,
@@ -548,7 +549,7 @@ class Till:
 
         def work(conn: sqlite3.Connection) -> Order:
             order = load_order(conn, order_id)
-            _audit(conn, staff, "receipt.reprint", order_id, f"order {order.number:04d}")
+            write_audit(conn, staff.id, "receipt.reprint", order_id, f"order {order.number:04d}")
             self._print(conn, "reprint", order_id)
             return order
 

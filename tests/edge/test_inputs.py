@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.sim import SimNetworkPrinter, SimPoleDisplay, SimSerialScale, SimSerialScanner
-from edge.devices import DeviceEntry, DeviceRegistry, save_registry
+from edge.devices import DeviceEntry, DeviceRegistry, load_registry, save_registry
 
 
 async def _until(check, within: float = 10) -> None:
@@ -220,3 +220,35 @@ async def test_a_printer_without_status_prints_blind_and_paper_low_shows_in_heal
             assert status == 202
         await mute.wait_for(lambda p: len(p.jobs) == 1, within=10)
         await low.wait_for(lambda p: len(p.jobs) == 1, within=10)
+
+
+async def test_the_cli_registers_inputs_reads_the_scale_and_audits_the_drawer(tmp_path, capsys):
+    from edge.cli import main  # noqa: PLC0415
+
+    toml = tmp_path / "edge.toml"
+    state = tmp_path / "state"
+    toml.write_text(f'store = "shop-1"\nstate_dir = "{state}"\n[mqtt]\nhost = "127.0.0.1"\n')
+
+    def cli(*args: str) -> None:
+        main(["--config", str(toml), "devices", *args])
+
+    async with SimSerialScale() as scale:
+        scale.set_weight(2500)
+        await asyncio.to_thread(cli, "add", "--name", "秤", "--kind", "scale", "--serial", scale.port_path)
+        await asyncio.to_thread(cli, "test", "scale")
+        assert "秤: 2500 g" in capsys.readouterr().out
+    await asyncio.to_thread(cli, "add", "--name", "扫码", "--kind", "scanner", "--evdev", "usb-05e0-1200-x")
+    await asyncio.to_thread(cli, "add", "--name", "前台", "--host", "192.168.1.50")
+    await asyncio.to_thread(cli, "drawer", "--reason", "installer check")
+    await asyncio.to_thread(cli, "discover")
+    registry = load_registry(state)
+    assert [registry.role_of(d) for d in registry.devices] == ["scale", "scanner", "receipt"]
+    with pytest.raises(SystemExit):
+        await asyncio.to_thread(cli, "add", "--name", "x", "--kind", "scale", "--host", "10.0.0.1")
+
+    journal_path = state / "journal.sqlite3"
+    with sqlite3.connect(journal_path) as conn:
+        rows = conn.execute("SELECT staff_id, detail FROM audit WHERE action = 'drawer.open'").fetchall()
+        kinds = conn.execute("SELECT kind FROM print_jobs").fetchall()
+    assert rows == [("installer", "installer check (storelink-edge devices drawer)")]
+    assert kinds == [("drawer",)]
