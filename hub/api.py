@@ -231,10 +231,16 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     app.router.add_delete("/api/v1/auth/token", delete_token)
     app.router.add_get("/api/v1/me", me)
     app.router.add_get("/api/v1/stores", stores)
-    from hub import api_commands, api_passes, api_sales  # noqa: PLC0415 - they import helpers from this module
+    from hub import (  # noqa: PLC0415 - they import helpers from this module
+        api_commands,
+        api_passes,
+        api_sales,
+        api_stored_value,
+    )
 
     api_sales.add_routes(app)
     api_commands.add_routes(app)
     api_passes.add_routes(app)
+    api_stored_value.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app

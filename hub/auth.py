@@ -66,6 +66,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "commands.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "stores.write": frozenset({Role.OWNER}),
     "users.write": frozenset({Role.OWNER}),
+    "stored_value.read": frozenset({Role.OWNER, Role.FINANCE, Role.REGIONAL, Role.STORE_MANAGER}),
+    "stored_value.write": frozenset({Role.OWNER, Role.FINANCE}),
+    "stored_value.refund": frozenset({Role.OWNER, Role.FINANCE}),
     "passes.read": frozenset(Role),
     "passes.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
 }

@@ -10,7 +10,6 @@ listener in `stored_value_sales`.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
@@ -29,7 +28,7 @@ from hub.stored_value_rules import (
     split_debit,
 )
 from hub.stored_value_tables import Account, LedgerEntry, LedgerKind, RulesRow, Topup
-from protocol import format_yuan
+from protocol import format_yuan, new_id
 from protocol.timeutil import DEFAULT_CUTOVER_HOUR, business_day
 
 __all__ = [
@@ -208,7 +207,7 @@ async def move(
     if changed is None:
         return None
     entry = LedgerEntry(
-        id=entry_id or str(uuid.uuid4()),
+        id=entry_id or str(new_id()),
         member_id=member_id,
         kind=kind.value,
         principal_delta_fen=principal,
@@ -334,7 +333,7 @@ async def topup(
     rules = await load_rules(session)
     bonus, tier = bonus_for(amount_fen, rules.tiers)
     now = datetime.now(UTC)
-    topup_id = str(uuid.uuid4())
+    topup_id = str(new_id())
     row = Topup(
         id=topup_id,
         member_id=member_id,

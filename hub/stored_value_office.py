@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ from hub.stored_value import (
     stored_value_balances,
 )
 from hub.stored_value_tables import Account, LedgerEntry, LedgerKind, ReconciliationFlag, Topup
-from protocol import format_yuan
+from protocol import format_yuan, new_id
 
 __all__ = ["TopupRefundDone", "adjust", "entry_json", "merge_stored_value", "refund_topup", "resolve_flag"]
 
@@ -161,7 +160,7 @@ async def merge_stored_value(session: AsyncSession, from_id: str, into_id: str) 
     ).one()
     session.add(
         LedgerEntry(
-            id=str(uuid.uuid4()),
+            id=str(new_id()),
             member_id=into_id,
             kind=LedgerKind.MERGE.value,
             principal_delta_fen=0,

@@ -82,7 +82,7 @@ class LedgerEntry(Base):
         Index("ix_sv_ledger_debit", "debit_id"),
     )
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7: sorts by creation
     member_id: Mapped[str] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     principal_delta_fen: Mapped[int] = mapped_column(BigInteger)
