@@ -1,4 +1,4 @@
-"""`storelink-hub`: run the hub, the demo, and manage stores and head-office users."""
+"""`storelink-hub`: run the hub, the demo, manage stores and head-office users, move members in and out."""
 
 from __future__ import annotations
 
@@ -135,6 +135,68 @@ def cmd_user_passwd(args: argparse.Namespace) -> None:
     asyncio.run(_with_db(_settings(args), work))
 
 
+def _progress_bar(phase: str, done: int, total: int) -> None:
+    """Progress on stderr, so stdout keeps only the report."""
+    if phase == "checking":
+        print("checking every row…", file=sys.stderr, flush=True)
+        return
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r{phase} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_members_import(args: argparse.Namespace) -> None:
+    """Import members from an .xlsx; nothing is written if a row is invalid, unless --skip-invalid."""
+    from hub.member_io import import_members  # noqa: PLC0415 - openpyxl only when needed
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read {args.file}: {err.strerror or err}") from err
+    failed = False
+
+    async def work(db: Database) -> None:
+        nonlocal failed
+        report = await import_members(
+            db, data, skip_invalid=args.skip_invalid, default_store=args.store, progress=_progress_bar
+        )
+        for error in report.errors:
+            print(f"row {error.row}, {error.column}: {error.message}")
+        if report.ignored_columns:
+            print(f"columns not imported: {', '.join(report.ignored_columns)}")
+        counts = f"{report.imported} imported, {report.skipped} skipped, {len(report.errors)} errors"
+        print(f"{report.rows} rows: {counts}")
+        if report.errors and not report.written:
+            print("nothing was imported; fix the rows above or use --skip-invalid", file=sys.stderr)
+            failed = True
+
+    asyncio.run(_with_db(_settings(args), work))
+    if failed:
+        sys.exit(1)
+
+
+def cmd_members_export(args: argparse.Namespace) -> None:
+    """Export members (all, or those a search finds) to an .xlsx."""
+    from hub.member_io import export_members  # noqa: PLC0415 - openpyxl only when needed
+    from hub.member_search import MemberQuery  # noqa: PLC0415
+
+    query = MemberQuery(
+        phone=args.phone,
+        name=args.name,
+        include_merged=args.include_merged,
+        stores=frozenset({args.store}) if args.store else None,
+    )
+
+    async def work(db: Database) -> None:
+        data = await export_members(db, query)
+        await asyncio.to_thread(Path(args.file).write_bytes, data)
+        print(f"wrote {args.file}")
+
+    asyncio.run(_with_db(_settings(args), work))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """Hub + embedded broker + SQLite + one simulated store, all on this machine."""
     from hub.demo import run_demo  # noqa: PLC0415 - only the demo needs it
@@ -184,6 +246,26 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(func=cmd_user_passwd)
+
+    members = sub.add_parser("members", help="import and export members (Excel)").add_subparsers(
+        dest="members_cmd", required=True
+    )
+    imp = members.add_parser(
+        "import", help="add members from an .xlsx (columns 手机号, 姓名, 性别, 生日, 门店, …)"
+    )
+    imp.add_argument("file", help="the .xlsx file")
+    imp.add_argument(
+        "--skip-invalid", action="store_true", help="import the good rows even if some are invalid"
+    )
+    imp.add_argument("--store", help="source store of rows that name none")
+    imp.set_defaults(func=cmd_members_import)
+    exp = members.add_parser("export", help="write members to an .xlsx")
+    exp.add_argument("file", help="the .xlsx file to write")
+    exp.add_argument("--phone", help="only numbers ending in these digits")
+    exp.add_argument("--name", help="only names containing this")
+    exp.add_argument("--store", help="only members registered at this store")
+    exp.add_argument("--include-merged", action="store_true", help="also members merged into another")
+    exp.set_defaults(func=cmd_members_export)
     return parser
 
 

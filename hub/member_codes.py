@@ -5,8 +5,10 @@ Layout: `96` + an 8-digit handle (random, fixed per member, finds the member's s
 number, like TOTP in RFC 6238). The prefix `96` and the length tell a scanner's text
 apart from product barcodes (EAN-8/13, UPC-A, ITF-14: 8-14 digits), WeChat Pay codes
 (18 digits starting 10-15), Alipay codes (16-24 digits starting 25-30) and UnionPay codes
-(starting 62). A code is accepted in its own window and the one after (a phone clock off
-by up to 30 s, a slow queue), and only once: a screenshot shown again later is refused.
+(starting 62). The hub makes the codes (the member app or kiosk fetches the current one),
+so phone clocks do not matter; a code is accepted in its own window and the one after
+(shown just before it rotated, scanned just after; hub instances a few seconds apart),
+and only once: a screenshot shown again later is refused.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ async def _survivors(session: AsyncSession, member_ids: set[str]) -> dict[str, s
                 Member.id.in_(pending), Member.merged_into.is_not(None)
             )
         )
-        step = {member_id: str(into) for member_id, into in rows.tuples().all()}
+        step = {member_id: str(into) for member_id, into in rows.all()}
         for start, current in resolved.items():
             if current in step:
                 resolved[start] = step[current]
@@ -102,7 +102,7 @@ async def record_member_sales(
             .where(HubRefund.order_id.in_(ids))
             .group_by(HubRefund.order_id)
         )
-        refunded = {order_id: int(total) for order_id, total in earlier.tuples().all()}
+        refunded = {order_id: int(total) for order_id, total in earlier.all()}
         rows = [
             {
                 "order_id": str(o["id"]),

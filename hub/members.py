@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
+from hub.loyalty_hooks import loyalty_member_created, merge_loyalty
 from hub.models import Base
 from hub.passes_merge import move_passes
 from hub.stored_value_office import merge_stored_value
@@ -60,8 +61,8 @@ _OLDEST_BIRTHDAY = date(1900, 1, 1)
 # caller's transaction: one that raises undoes the creation or merge.
 CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
 MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
-_CREATED_LISTENERS: tuple[CreatedListener, ...] = ()
-MERGE_HOOKS: tuple[MergeHook, ...] = (move_passes, merge_stored_value)
+_CREATED_LISTENERS: tuple[CreatedListener, ...] = (loyalty_member_created,)
+MERGE_HOOKS: tuple[MergeHook, ...] = (move_passes, merge_stored_value, merge_loyalty)
 
 
 class InvalidMember(ValueError):
@@ -232,9 +233,11 @@ async def create_member(session: AsyncSession, fields: MemberFields) -> Member:
         created_at=now,
         updated_at=now,
     )
-    session.add(member)
     try:
+        # Added inside the savepoint: begin_nested() flushes what is pending before it starts,
+        # and a duplicate phone failing there would roll back the caller's whole transaction.
         async with session.begin_nested():
+            session.add(member)
             await session.flush()
     except IntegrityError as err:  # a concurrent registration of the same phone won
         raise MemberExists(f"phone {fields.phone} already belongs to a member") from err
@@ -275,27 +278,30 @@ async def update_member(session: AsyncSession, member_id: str, changes: dict[str
     member = await get_member(session, member_id, follow_merge=False)
     if member.merged_into is not None:
         raise MemberMerged(f"member {member_id} was merged into {member.merged_into}; change that member")
+    values: dict[str, Any] = {}
     if "phone" in changes:
         phone = normalize_phone(changes["phone"])
         if phone != member.phone:
             if await find_by_phone(session, phone) is not None:
                 raise MemberExists(f"phone {phone} already belongs to a member")
-            member.phone = phone
+            values["phone"] = phone
     if "name" in changes:
-        member.name = check_name(changes["name"])
+        values["name"] = check_name(changes["name"])
     if "gender" in changes:
-        member.gender = parse_gender(str(changes["gender"])).value
+        values["gender"] = parse_gender(str(changes["gender"])).value
     if "birthday" in changes:
-        member.birthday = check_birthday(changes["birthday"])
+        values["birthday"] = check_birthday(changes["birthday"])
     for flag in ("consent_marketing", "consent_sms"):
         if flag in changes:
-            setattr(member, flag, bool(changes[flag]))
-    member.updated_at = datetime.now(UTC)
+            values[flag] = bool(changes[flag])
     try:
-        async with session.begin_nested():
+        async with session.begin_nested():  # changed inside it, so only the savepoint rolls back
+            for name, value in values.items():
+                setattr(member, name, value)
+            member.updated_at = datetime.now(UTC)
             await session.flush()
     except IntegrityError as err:  # a concurrent change took the phone first
-        raise MemberExists(f"phone {member.phone} already belongs to a member") from err
+        raise MemberExists(f"phone {values.get('phone')} already belongs to a member") from err
     return member
 
 

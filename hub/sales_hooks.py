@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hub.db import AsyncSession
+from hub.member_facts import record_member_sales
 from hub.passes_sales import passes_from_sales
 from hub.stored_value_sales import apply_stored_value_sales
 
@@ -20,7 +21,7 @@ __all__ = ["SaleListener", "apply_new_sales"]
 # (session, store, new order bodies, new refund bodies); bodies are the store's JSON documents.
 SaleListener = Callable[[AsyncSession, str, list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
 
-_LISTENERS: tuple[SaleListener, ...] = (passes_from_sales, apply_stored_value_sales)
+_LISTENERS: tuple[SaleListener, ...] = (record_member_sales, passes_from_sales, apply_stored_value_sales)
 
 
 async def apply_new_sales(
