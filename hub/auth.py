@@ -66,13 +66,15 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "commands.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "stores.write": frozenset({Role.OWNER}),
     "users.write": frozenset({Role.OWNER}),
-    "members.read": frozenset(Role),
-    "members.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER, Role.MARKETING}),
     "stored_value.read": frozenset({Role.OWNER, Role.FINANCE, Role.REGIONAL, Role.STORE_MANAGER}),
     "stored_value.write": frozenset({Role.OWNER, Role.FINANCE}),
     "stored_value.refund": frozenset({Role.OWNER, Role.FINANCE}),
+    "members.read": frozenset(Role),
+    "members.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER, Role.MARKETING}),
     "passes.read": frozenset(Role),
     "passes.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "loyalty.read": frozenset(Role),
+    "loyalty.configure": frozenset({Role.OWNER, Role.MARKETING}),
 }
 
 

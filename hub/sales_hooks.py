@@ -14,6 +14,7 @@ from typing import Any
 from hub.db import AsyncSession
 from hub.member_facts import record_member_sales
 from hub.passes_sales import passes_from_sales
+from hub.points_sales import points_from_sales
 from hub.stored_value_sales import apply_stored_value_sales
 
 __all__ = ["SaleListener", "apply_new_sales"]
@@ -21,7 +22,12 @@ __all__ = ["SaleListener", "apply_new_sales"]
 # (session, store, new order bodies, new refund bodies); bodies are the store's JSON documents.
 SaleListener = Callable[[AsyncSession, str, list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
 
-_LISTENERS: tuple[SaleListener, ...] = (record_member_sales, passes_from_sales, apply_stored_value_sales)
+_LISTENERS: tuple[SaleListener, ...] = (
+    record_member_sales,
+    passes_from_sales,
+    apply_stored_value_sales,
+    points_from_sales,
+)
 
 
 async def apply_new_sales(
