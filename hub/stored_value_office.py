@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from hub.db import AsyncSession
 from hub.errors import NotFound
@@ -119,20 +119,21 @@ async def merge_stored_value(session: AsyncSession, from_id: str, into_id: str) 
     The moved entries keep their deltas, so the survivor's ledger still sums to its
     balances; a `merge` entry (no deltas) records the move and the balances after it.
     """
-    locked = {m: await lock_balances(session, m) for m in sorted((from_id, into_id))}  # id order: no deadlock
-    moved = locked[from_id]
-    entries = await session.scalar(
-        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.member_id == from_id)
-    )
-    if not entries and moved.total_fen == 0:
-        return
+    # Rows first, accounts last: the order the sale listener locks in (debit entry, flag,
+    # account), so a refund applied at the same moment waits instead of deadlocking.
+    entries = 0
     for table in (LedgerEntry, Topup, ReconciliationFlag):
-        await session.execute(
+        result = await session.execute(
             update(table)
             .where(table.member_id == from_id)
             .values(member_id=into_id)
             .execution_options(synchronize_session=False)
         )
+        entries += getattr(result, "rowcount", 0) or 0
+    locked = {m: await lock_balances(session, m) for m in sorted((from_id, into_id))}  # id order
+    moved = locked[from_id]
+    if not entries and moved.total_fen == 0:
+        return
     now = datetime.now(UTC)
     await session.execute(
         update(Account)

@@ -337,6 +337,10 @@ async def test_merge_moves_balances_and_ledger_to_the_survivor(db):
     assert await _balance(db, dup) == (0, 0)
     assert await _ledger_sum(db, keep) == (3000, 400)
     assert await _ledger_sum(db, dup) == (0, 0)
+    async with db.session() as session:
+        marker = (await session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "merge"))).one()
+    assert (marker.member_id, marker.principal_after_fen, marker.bonus_after_fen) == (keep, 3000, 400)
+    assert dup in marker.note
     reply = await RpcServer(db).handle(
         "shop-1",
         _request("stored_value.debit", {"member_id": dup, "order_id": "o-1", "amount_fen": 3400}, "k"),
