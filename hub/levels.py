@@ -35,6 +35,7 @@ __all__ = [
     "level_of",
     "level_report",
     "level_steps",
+    "lock_level",
     "move_levels",
     "on_member_created",
     "on_topup",
@@ -105,6 +106,21 @@ async def _ensure(session: AsyncSession, member_id: str, now: datetime) -> None:
             "points_earned": 0,
             "updated_at": now,
         },
+    )
+
+
+async def lock_level(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Lock the member's level row (creating it) before touching their points, as everywhere.
+
+    Level row first, points row second: the order every transaction takes them in, so two
+    of them working on the same member wait for each other instead of deadlocking.
+    """
+    await _ensure(session, member_id, now)
+    await session.execute(
+        update(MemberLevel)
+        .where(MemberLevel.member_id == member_id)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -286,9 +286,21 @@ def _points_tenders(order: dict[str, Any]) -> dict[int, tuple[str, int]]:
     return found
 
 
+async def _lock_member(ctx: _Context, order: dict[str, Any]) -> None:
+    """Lock the order's member's level row before returns take their points row (lock order)."""
+    raw = order.get("member_id")
+    if isinstance(raw, str) and raw:
+        try:
+            member_id = (await get_member(ctx.session, raw)).id
+        except NotFound:
+            return
+        await levels.lock_level(ctx.session, member_id, ctx.now)
+
+
 async def _voided(ctx: _Context, order: dict[str, Any]) -> None:
     order_id = str(order.get("id"))
     source = f"void:{order_id}"
+    await _lock_member(ctx, order)
     for txn_id, amount in _points_tenders(order).values():
         await return_points(ctx.session, txn_id, amount, source=source, now=ctx.now)
     await _reverse(ctx, order_id, _int(order.get("total_fen")) or 0, source)
@@ -311,7 +323,9 @@ async def _refund(ctx: _Context, body: dict[str, Any]) -> None:
     ctx.seen.add(refund_id)
     ctx.session.add(PointsRefundApplied(refund_id=refund_id, order_id=order_id, applied_at=ctx.now))
     source = f"refund:{refund_id}"
-    tenders = _points_tenders(order.doc if isinstance(order.doc, dict) else {})
+    doc = order.doc if isinstance(order.doc, dict) else {}
+    await _lock_member(ctx, doc)
+    tenders = _points_tenders(doc)
     raw = refund.get("tenders")
     for key, fen in sorted((raw if isinstance(raw, dict) else {}).items(), key=lambda kv: str(kv[0])):
         try:
