@@ -15,7 +15,6 @@ from sqlalchemy import JSON, BigInteger, Date, Index, String, func, insert, sele
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import AsyncSession
-from hub.members import Member
 from hub.models import Base, HubRefund
 
 __all__ = ["MemberOrder", "move_member_orders", "record_member_sales"]
@@ -65,6 +64,8 @@ def _items(order: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def _survivors(session: AsyncSession, member_ids: set[str]) -> dict[str, str]:
     """Map each id to the member it was (transitively) merged into; unknown ids map to themselves."""
+    from hub.members import Member  # noqa: PLC0415 - hub.members lists this module's merge hook
+
     resolved = {member_id: member_id for member_id in member_ids}
     pending = set(member_ids)
     for _ in range(_MAX_MERGE_DEPTH):

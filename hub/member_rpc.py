@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hub import points
 from hub.db import AsyncSession
+from hub.levels import level_of
 from hub.member_codes import MemberCodeRefused, redeem_code
 from hub.member_search import birthday_in_year
 from hub.members import (
@@ -31,7 +33,9 @@ from hub.members import (
     parse_gender,
 )
 from hub.models import Store
+from hub.passes import passes_of
 from hub.rpc import Method, RpcError
+from hub.stored_value import stored_value_balances
 
 __all__ = ["RPC_METHODS", "member_view"]
 
@@ -104,17 +108,30 @@ async def _store_today(session: AsyncSession, store: str) -> date:
 
 
 async def member_view(session: AsyncSession, member: Member, store: str) -> dict[str, Any]:
-    """What the till shows: masked phone, name, and whether today is the birthday (store's date)."""
+    """What the till shows and prices with: level, spendable points, balances, usable passes.
+
+    The phone is masked (the cashier confirms the last four digits with the member);
+    `birthday_today` uses the store's calendar date (29 February on 28 February in
+    common years).
+    """
     today = await _store_today(session, store)
-    view: dict[str, Any] = {
+    principal_fen, bonus_fen = await stored_value_balances(session, member.id)
+    birthday_today = member.birthday is not None and birthday_in_year(member.birthday, today.year) == today
+    return {
         "id": member.id,
         "phone_masked": mask_phone(member.phone),
         "name": member.name,
         "gender": member.gender,
-        "birthday_today": member.birthday is not None
-        and birthday_in_year(member.birthday, today.year) == today,
+        "level": await level_of(session, member.id),
+        "points": await points.spendable(session, member.id, datetime.now(UTC)),
+        "stored_value": {
+            "principal_fen": principal_fen,
+            "bonus_fen": bonus_fen,
+            "total_fen": principal_fen + bonus_fen,
+        },
+        "passes": await passes_of(session, member.id),
+        "birthday_today": birthday_today,
     }
-    return view
 
 
 async def lookup(session: AsyncSession, store: str, params: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
 from hub.loyalty_hooks import loyalty_member_created, merge_loyalty
+from hub.member_facts import move_member_orders
 from hub.models import Base
 from hub.passes_merge import move_passes
 from hub.stored_value_office import merge_stored_value
@@ -62,7 +63,7 @@ _OLDEST_BIRTHDAY = date(1900, 1, 1)
 CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
 MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
 _CREATED_LISTENERS: tuple[CreatedListener, ...] = (loyalty_member_created,)
-MERGE_HOOKS: tuple[MergeHook, ...] = (move_passes, merge_stored_value, merge_loyalty)
+MERGE_HOOKS: tuple[MergeHook, ...] = (move_passes, merge_stored_value, merge_loyalty, move_member_orders)
 
 
 class InvalidMember(ValueError):
@@ -305,13 +306,6 @@ async def update_member(session: AsyncSession, member_id: str, changes: dict[str
     return member
 
 
-def _merge_hooks() -> tuple[MergeHook, ...]:
-    """`MERGE_HOOKS` plus hooks of modules that import this one (so they are imported here)."""
-    from hub import member_facts  # noqa: PLC0415 - it imports this module
-
-    return (member_facts.move_member_orders, *MERGE_HOOKS)
-
-
 async def merge_members(
     session: AsyncSession, from_id: str, into_id: str, *, take_phone: bool = False
 ) -> Member:
@@ -365,6 +359,6 @@ async def merge_members(
     await session.execute(
         update(Member).where(Member.referrer_id == dup.id, Member.id != keep.id).values(referrer_id=keep.id)
     )
-    for hook in _merge_hooks():
+    for hook in MERGE_HOOKS:
         await hook(session, dup.id, keep.id)
     return keep

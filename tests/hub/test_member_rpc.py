@@ -10,9 +10,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from hub import points
 from hub.db import Database, migrate
+from hub.loyalty_rules import LevelDef, LevelsConfig, save_setting
 from hub.members import Member
+from hub.passes import ProductSpec, create_product, issue_manual
 from hub.rpc import RpcServer
+from hub.stored_value import Source, topup
 from hub.stores import add_store
 from protocol import RpcRequest
 
@@ -134,3 +138,48 @@ async def test_lookup_refusals(db, params, message):
     reply = await _call(RpcServer(db), "member.lookup", params)
     assert not reply.ok
     assert message in reply.error
+
+
+async def test_the_view_carries_level_points_stored_value_and_passes(db):
+    async with db.session() as session, session.begin():
+        levels = LevelsConfig(
+            levels=[LevelDef(code="silver", name="银卡", rank=1, threshold=0, discount_bp=9500)]
+        )
+        await save_setting(session, "levels", levels, "test")
+        spec = {
+            "name": "洗护10次",
+            "kind": "count",
+            "sale_sku": "SELL-WASH",
+            "covers_skus": ["WASH"],
+            "uses": 10,
+        }
+        await create_product(session, "wash10", ProductSpec.model_validate(spec))
+    server = RpcServer(db)
+    member_id = (await _call(server, "member.register", {"phone": "13812345678"})).result["id"]
+    now = datetime.now(UTC)
+    async with db.session() as session, session.begin():
+        await points.credit(
+            session,
+            member_id,
+            120,
+            kind="adjust",
+            source="test",
+            expires_at=now + timedelta(days=30),
+            now=now,
+        )
+        await topup(
+            session,
+            member_id,
+            50000,
+            payment_method="cash",
+            payment_reference=None,
+            source=Source(actor="store:shop-1", store="shop-1"),
+        )
+        await issue_manual(session, "wash10", member_id, actor="user:test", reason="gift")
+    view = (await _call(server, "member.lookup", {"phone": "13812345678"})).result
+    assert view["level"]["code"] == "silver"
+    assert view["level"]["discount_bp"] == 9500
+    assert view["points"] == 120  # the default rules give nothing for registering
+    assert view["stored_value"]["principal_fen"] == 50000
+    assert view["stored_value"]["total_fen"] == 50000 + view["stored_value"]["bonus_fen"]
+    assert [(p["name"], p["remaining"]) for p in view["passes"]] == [("洗护10次", 10)]
