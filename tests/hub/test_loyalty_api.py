@@ -197,3 +197,10 @@ async def test_expire_now_and_jobs(client, db):
     assert (await client.post("/api/v1/loyalty/levels/review?day=tomorrow", headers=mia)).status == 400
     birthdays = await client.post("/api/v1/loyalty/birthday-points?day=2027-01-01", headers=mia)
     assert await birthdays.json() == {"day": "2027-01-01", "members": 0}
+
+
+async def test_the_openapi_document_lists_the_loyalty_routes(client):
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    assert {"get", "put"} <= set(doc["paths"]["/api/v1/loyalty/levels"])
+    assert "/api/v1/members/{member_id}/points" in doc["paths"]
+    assert {"LevelsConfig", "PointsRules", "LevelDef", "RedeemRule"} <= set(doc["components"]["schemas"])
