@@ -373,3 +373,37 @@ async def test_merging_members_moves_points_and_keeps_both_ledgers_explained(db)
     till = Till(db)
     await till.send(till.event("order.paid", order_body(1000, dup)))
     assert await books(db, keep) == (210, 210, 210)
+
+
+async def test_redemptions_sales_and_refunds_of_one_member_at_once_keep_the_books(db):
+    await add_store(db, "shop-2")
+    await set_points_rules(
+        db, registration_points=1000, redeem={"points": 1, "fen": 1, "min_points": 1, "max_share_bp": 10000}
+    )
+    member = await new_member(db)
+    server = RpcServer(db)
+    refunded = order_body(5000, member)
+    shop1 = Till(db)
+    await shop1.send(shop1.event("order.paid", refunded))  # +50
+
+    async def redeem(i: int):
+        params = {"member_id": member, "order_id": f"o-{i}", "points": 100, "order_total_fen": 100}
+        return await rpc(server, "points.redeem", params, key=f"o-{i}:0")
+
+    shop2 = Till(db, store="shop-2")
+    sale2 = order_body(7000, member)
+    sale2["store"] = "shop-2"
+    results = await asyncio.gather(
+        *(redeem(i) for i in range(12)),
+        shop1.send(shop1.event("order.refunded", refund_body(refunded, {0: 5000}))),  # −50
+        shop2.send(shop2.event("order.paid", sale2)),  # +70
+    )
+    ok = sum(1 for r in results[:12] if r.ok)
+    assert all("积分不足" in (r.error or "") for r in results[:12] if not r.ok)
+    async with db.session() as session:
+        # a reversal that finds the points already spent takes what is there, never more
+        unrecovered = (await session.get(PointsEarning, refunded["id"])).unrecovered
+    balance, ledger_sum, lots = await books(db, member)
+    assert balance == ledger_sum == lots == 1000 + 50 - (50 - unrecovered) + 70 - 100 * ok
+    assert balance >= 0
+    assert 10 <= ok <= 11
