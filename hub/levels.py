@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, insert, select, update
@@ -39,6 +39,7 @@ __all__ = [
     "move_levels",
     "on_member_created",
     "on_topup",
+    "review_levels",
 ]
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,13 @@ async def on_member_created(session: AsyncSession, member: Member) -> None:
         await add_progress(
             session, member.id, source=source, now=now, points_earned=rules.registration_points, config=config
         )
+
+
+async def review_levels(session: AsyncSession, today: date) -> Any:
+    """The optional yearly downgrade review; see `hub.levels_jobs.review_levels` (a `ReviewResult`)."""
+    from hub.levels_jobs import review_levels as run  # noqa: PLC0415 - levels_jobs imports this module
+
+    return await run(session, today)
 
 
 async def move_levels(session: AsyncSession, from_id: str, into_id: str) -> None:

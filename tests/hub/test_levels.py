@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from hub.db import Database, migrate
 from hub.errors import NotFound
-from hub.levels import LevelChange, MemberLevel, add_progress, level_of, level_report, on_topup
-from hub.levels_jobs import grant_birthday_points, review_levels
+from hub.levels import LevelChange, MemberLevel, add_progress, level_of, level_report, on_topup, review_levels
+from hub.levels_jobs import grant_birthday_points
 from hub.members import merge_members
 from hub.stores import add_store
 from tests.hub.loyalty_helpers import (
