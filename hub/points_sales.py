@@ -306,13 +306,28 @@ async def _voided(ctx: _Context, order: dict[str, Any]) -> None:
     await _reverse(ctx, order_id, _int(order.get("total_fen")) or 0, source)
 
 
-async def _refund(ctx: _Context, body: dict[str, Any]) -> None:
+def _matters(order: dict[str, Any]) -> bool:
+    """Whether points care about this order: it has a member, or was paid partly with points."""
+    member_id = order.get("member_id")
+    return (isinstance(member_id, str) and bool(member_id)) or bool(_points_tenders(order))
+
+
+async def _refund(ctx: _Context, body: dict[str, Any], *, locked: bool = False) -> None:
     refund = body.get("refund") if isinstance(body.get("refund"), dict) else {}
     assert isinstance(refund, dict)  # noqa: S101 - for the type checker
     refund_id, order_id = str(refund.get("id")), str(body.get("order_id"))
-    if refund_id in ctx.seen or await ctx.session.get(PointsRefundApplied, refund_id) is not None:
+    if refund_id in ctx.seen:
         return
+    # Most refunds are of orders without a member or points: one lookup and done.
     order = await ctx.session.get(HubOrder, order_id)
+    doc = order.doc if order is not None and isinstance(order.doc, dict) else {}
+    if order is not None and not _matters(doc):
+        return
+    if not locked:
+        await _lock_order(ctx.session, order_id)
+        if order is None:  # it may have been committed by another hub instance meanwhile
+            order = await ctx.session.get(HubOrder, order_id, populate_existing=True)
+            doc = order.doc if order is not None and isinstance(order.doc, dict) else {}
     if order is None:
         log.info(
             "refund %s arrived before order %s; its points are settled when the order arrives",
@@ -320,10 +335,11 @@ async def _refund(ctx: _Context, body: dict[str, Any]) -> None:
             order_id,
         )
         return
+    if not _matters(doc) or await ctx.session.get(PointsRefundApplied, refund_id) is not None:
+        return
     ctx.seen.add(refund_id)
     ctx.session.add(PointsRefundApplied(refund_id=refund_id, order_id=order_id, applied_at=ctx.now))
     source = f"refund:{refund_id}"
-    doc = order.doc if isinstance(order.doc, dict) else {}
     await _lock_member(ctx, doc)
     tenders = _points_tenders(doc)
     raw = refund.get("tenders")
@@ -337,30 +353,30 @@ async def _refund(ctx: _Context, body: dict[str, Any]) -> None:
     await _reverse(ctx, order_id, _int(refund.get("total_fen")) or 0, source)
 
 
-async def _refunds_waiting(ctx: _Context, order_id: str) -> None:
-    """Refunds of this order that arrived before it."""
-    rows = await ctx.session.scalars(
-        select(HubRefund).where(HubRefund.order_id == order_id).order_by(HubRefund.business_day, HubRefund.id)
-    )
-    for refund in rows.all():
-        if isinstance(refund.doc, dict):
-            await _refund(ctx, refund.doc)
-
-
 async def points_from_sales(
     session: AsyncSession, store: str, orders: list[dict[str, Any]], refunds: list[dict[str, Any]]
 ) -> None:
     """Sale listener: points for new orders and refunds of one batch (see the module docstring)."""
+    relevant = [order for order in orders if _matters(order)]
+    if not relevant and not refunds:
+        return
     ctx = _Context(session, store, datetime.now(UTC))
     # Members in id order: two batches touching the same members lock them in the same order.
-    for order in sorted(orders, key=lambda o: str(o.get("member_id") or "")):
-        order_id = str(order.get("id"))
-        await _lock_order(session, order_id)
+    for order in sorted(relevant, key=lambda o: str(o.get("member_id") or "")):
+        await _lock_order(session, str(order.get("id")))
         if order.get("status") == "paid":
             await _earn(ctx, order)
         elif order.get("status") == "voided":
             await _voided(ctx, order)
-        await _refunds_waiting(ctx, order_id)
+    if relevant:  # refunds of these orders that arrived before them (this batch's come below)
+        ids = [str(order.get("id")) for order in relevant]
+        early = await session.scalars(
+            select(HubRefund)
+            .where(HubRefund.order_id.in_(ids))
+            .order_by(HubRefund.business_day, HubRefund.id)
+        )
+        for row in early.all():
+            if isinstance(row.doc, dict):
+                await _refund(ctx, row.doc, locked=True)
     for body in refunds:
-        await _lock_order(session, str(body.get("order_id")))
         await _refund(ctx, body)
