@@ -8,27 +8,32 @@ source store is one of theirs; any other member answers 404, as if it did not ex
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.api import DB, ProblemError, principal, read_body
 from hub.auth import Principal
 from hub.errors import NotFound
 from hub.member_codes import issue_code
 from hub.member_io import XLSX, BadMemberFile, export_members, import_members
+from hub.member_schemas import (
+    BirthdayItem,
+    BirthdayPage,
+    MemberCodeOut,
+    MemberIn,
+    MemberOut,
+    MemberPage,
+    MemberPatch,
+    MergeIn,
+)
 from hub.member_search import MAX_BIRTHDAY_DAYS, MemberQuery, birthdays, search_members
 from hub.members import (
     Member,
     MemberFields,
-    check_birthday,
-    check_name,
     create_member,
     get_member,
     merge_members,
-    normalize_phone,
     parse_gender,
     update_member,
 )
@@ -40,84 +45,6 @@ MAX_PAGE = 500
 MAX_UPLOAD = 20 * 1024 * 1024  # ~200,000 rows of a plain member sheet
 # Head office works in China time unless it says otherwise with `from=`.
 _OFFICE_TZ = ZoneInfo("Asia/Shanghai")
-
-
-class MemberOut(BaseModel):
-    """A member as head office sees it (full phone)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    phone: str | None
-    name: str
-    gender: str
-    birthday: date | None
-    source_store: str | None
-    referrer_id: str | None
-    channel: str
-    consent_marketing: bool
-    consent_sms: bool
-    merged_into: str | None
-    released_phone: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class _Fields(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("phone", check_fields=False)
-    @classmethod
-    def _phone(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_phone(value)
-
-    @field_validator("name", check_fields=False)
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value)
-
-    @field_validator("gender", check_fields=False)
-    @classmethod
-    def _gender(cls, value: str | None) -> str | None:
-        return None if value is None else parse_gender(value).value
-
-    @field_validator("birthday", check_fields=False)
-    @classmethod
-    def _birthday(cls, value: date | None) -> date | None:
-        return check_birthday(value)
-
-
-class MemberIn(_Fields):
-    """A new member; `source_store` defaults to the user's store when they have exactly one."""
-
-    phone: str = Field(max_length=32)
-    name: str = Field("", max_length=200)
-    gender: str = "unknown"
-    birthday: date | None = None
-    source_store: str | None = None
-    referrer_id: str | None = None
-    consent_marketing: bool = False
-    consent_sms: bool = False
-
-
-class MemberPatch(_Fields):
-    """Fields to change; those left out stay as they are (`birthday: null` clears it)."""
-
-    phone: str | None = Field(None, max_length=32)
-    name: str | None = Field(None, max_length=200)
-    gender: str | None = None
-    birthday: date | None = None
-    consent_marketing: bool | None = None
-    consent_sms: bool | None = None
-
-
-class MergeIn(BaseModel):
-    """Merge the member in the path into `into`; `take_phone` gives the survivor the merged phone."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    into: str = Field(min_length=1, max_length=36)
-    take_phone: bool = False
 
 
 def _out(member: Member, status: int = 200) -> web.Response:
@@ -223,8 +150,10 @@ async def search(request: web.Request) -> web.Response:
     offset = _int(request, "offset", 0, 0, 10**9)
     async with request.app[DB].session() as session:
         rows, more = await search_members(session, query, limit=limit, offset=offset)
-    items = [MemberOut.model_validate(m).model_dump(mode="json") for m in rows]
-    return web.json_response({"items": items, "next": offset + limit if more else None})
+    page = MemberPage(
+        items=[MemberOut.model_validate(m) for m in rows], next=offset + limit if more else None
+    )
+    return web.json_response(text=page.model_dump_json())
 
 
 async def birthday_list(request: web.Request) -> web.Response:
@@ -242,17 +171,16 @@ async def birthday_list(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session:
         rows, more = await birthdays(session, first, days, stores=who.stores, limit=limit, offset=offset)
     items = [
-        {
-            **MemberOut.model_validate(r.member).model_dump(mode="json"),
-            "next_birthday": r.next_birthday.isoformat(),
-            "turns": r.turns,
-            "days_until": r.days_until,
-        }
+        BirthdayItem(
+            **MemberOut.model_validate(r.member).model_dump(),
+            next_birthday=r.next_birthday,
+            turns=r.turns,
+            days_until=r.days_until,
+        )
         for r in rows
     ]
-    return web.json_response(
-        {"from": first.isoformat(), "days": days, "items": items, "next": offset + limit if more else None}
-    )
+    page = BirthdayPage(from_=first, days=days, items=items, next=offset + limit if more else None)
+    return web.json_response(text=page.model_dump_json(by_alias=True))
 
 
 async def merge(request: web.Request) -> web.Response:
@@ -272,14 +200,14 @@ async def code(request: web.Request) -> web.Response:
     await _member(request, member_id, "members.write")
     async with request.app[DB].session() as session, session.begin():
         issued = await issue_code(session, member_id)
-    body: dict[str, Any] = {
-        "member_id": issued.member_id,
-        "code": issued.code,
-        "qr": issued.qr,
-        "refresh_at": issued.refresh_at.isoformat().replace("+00:00", "Z"),
-        "expires_at": issued.expires_at.isoformat().replace("+00:00", "Z"),
-    }
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    body = MemberCodeOut(
+        member_id=issued.member_id,
+        code=issued.code,
+        qr=issued.qr,
+        refresh_at=issued.refresh_at,
+        expires_at=issued.expires_at,
+    )
+    return web.json_response(text=body.model_dump_json(), headers={"Cache-Control": "no-store"})
 
 
 async def _upload(request: web.Request) -> bytes:

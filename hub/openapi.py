@@ -7,6 +7,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from hub.loyalty_rules import LevelsConfig, PointsRules
+from hub.member_schemas import (
+    MEMBER_MODELS,
+    BirthdayPage,
+    ImportReportOut,
+    MemberCodeOut,
+    MemberIn,
+    MemberOut,
+    MemberPage,
+    MemberPatch,
+    MergeIn,
+)
 from hub.schemas import Health, StoreList, TokenOut, TokenRequest, WhoAmI
 from protocol import Problem
 
@@ -21,6 +32,7 @@ _MODELS: list[type[BaseModel]] = [
     Problem,
     LevelsConfig,
     PointsRules,
+    *MEMBER_MODELS,
 ]
 
 
@@ -84,6 +96,105 @@ def _loyalty_paths() -> dict[str, Any]:
     }
 
 
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_XLSX_FILE = {"content": {_XLSX: {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def _member_paths() -> dict[str, Any]:
+    """Members (docs/api.md#hub-members); a member outside a scoped user's stores answers 404."""
+    missing = {"404": _problem("no such member (or not in your stores)"), **_AUTH_ERRORS}
+    search = "phone (1-11 digits, the end of the number), name (any part), include_merged, limit, offset"
+    return {
+        "/api/v1/members": {
+            "post": {
+                "summary": "Register a member (members.write)",
+                "requestBody": _body(MemberIn),
+                "responses": {
+                    "201": _json(MemberOut, "created"),
+                    "409": _problem("the phone already belongs to a member"),
+                    "422": _problem("invalid phone, name, gender, birthday or referrer"),
+                    **_AUTH_ERRORS,
+                },
+            },
+            "get": {
+                "summary": f"Search members, newest first: {search}",
+                "responses": {
+                    "200": _json(MemberPage, "a page"),
+                    "400": _problem("bad query"),
+                    **_AUTH_ERRORS,
+                },
+            },
+        },
+        "/api/v1/members/birthdays": {
+            "get": {
+                "summary": "Birthdays from `from` (today) for `days` days; 29 Feb on 28 Feb in common years",
+                "responses": {
+                    "200": _json(BirthdayPage, "the list"),
+                    "400": _problem("bad query"),
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/api/v1/members/import": {
+            "post": {
+                "summary": "Import members from an .xlsx body (?skip_invalid=&store=)",
+                "requestBody": {"required": True, **_XLSX_FILE},
+                "responses": {
+                    "200": _json(ImportReportOut, "the report"),
+                    "413": _problem("over 20 MiB"),
+                    "422": _problem(
+                        "not an .xlsx, or invalid rows (errors: `row N: column`); nothing written"
+                    ),
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/api/v1/members/export": {
+            "get": {
+                "summary": f"Every member a search finds, as .xlsx: {search}",
+                "responses": {"200": {"description": "the file", **_XLSX_FILE}, **_AUTH_ERRORS},
+            }
+        },
+        "/api/v1/members/{member_id}": {
+            "get": {
+                "summary": "One member as stored",
+                "responses": {"200": _json(MemberOut, "the member"), **missing},
+            },
+            "patch": {
+                "summary": "Change name, gender, birthday, consents or phone (members.write)",
+                "requestBody": _body(MemberPatch),
+                "responses": {
+                    "200": _json(MemberOut, "changed"),
+                    "409": _problem("phone taken, or the member was merged"),
+                    "422": _problem("invalid field"),
+                    **missing,
+                },
+            },
+        },
+        "/api/v1/members/{member_id}/merge": {
+            "post": {
+                "summary": "Merge this member into `into`; the phone is freed (or taken by the survivor)",
+                "requestBody": _body(MergeIn),
+                "responses": {
+                    "200": _json(MemberOut, "the survivor"),
+                    "409": _problem("into itself, already merged, or into a merged member"),
+                    **missing,
+                },
+            }
+        },
+        "/api/v1/members/{member_id}/code": {
+            "get": {
+                "summary": "The checkout code: 18 digits, new every 30 s, works once (members.write)",
+                "responses": {"200": _json(MemberCodeOut, "the current code"), **missing},
+            }
+        },
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The whole document; every path except health, sign-in and this one needs a token."""
     schemas: dict[str, Any] = {}
@@ -143,5 +254,6 @@ def openapi_document(version: str) -> dict[str, Any]:
                 }
             },
             **_loyalty_paths(),
+            **_member_paths(),
         },
     }

@@ -269,3 +269,11 @@ async def test_import_and_export_over_the_api(client, db, boss, li):
         openpyxl.load_workbook(io.BytesIO(await resp.read())).worksheets[0].iter_rows(values_only=True)
     )
     assert [r[0] for r in rows[1:]] == ["13800000001"]
+
+
+async def test_openapi_lists_the_member_routes(client):
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    for path in ("/api/v1/members", "/api/v1/members/{member_id}/merge", "/api/v1/members/import"):
+        assert path in doc["paths"]
+    assert "MemberOut" in doc["components"]["schemas"]
+    assert doc["paths"]["/api/v1/members"]["post"]["responses"]["409"]
