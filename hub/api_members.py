@@ -27,7 +27,7 @@ from hub.member_schemas import (
     MemberPatch,
     MergeIn,
 )
-from hub.member_search import MAX_BIRTHDAY_DAYS, MemberQuery, birthdays, search_members
+from hub.member_search import MAX_BIRTHDAY_DAYS, MemberQuery, UnknownLevel, birthdays, search_members
 from hub.members import (
     Member,
     MemberFields,
@@ -80,13 +80,14 @@ async def _member(request: web.Request, member_id: str, permission: str) -> Memb
 
 
 def _query(request: web.Request, who: Principal) -> MemberQuery:
-    for unsupported in ("level", "tag", "segment"):
+    for unsupported in ("tag", "segment"):
         if unsupported in request.query:
             raise _bad(f"searching by {unsupported} is not available yet")
     try:
         return MemberQuery(
             phone=request.query.get("phone") or None,
             name=request.query.get("name") or None,
+            level=request.query.get("level") or None,
             include_merged=request.query.get("include_merged", "false").lower() in {"1", "true", "yes"},
             stores=who.stores,
         )
@@ -142,14 +143,17 @@ async def patch(request: web.Request) -> web.Response:
 
 
 async def search(request: web.Request) -> web.Response:
-    """`GET /api/v1/members?phone=&name=&include_merged=&limit=&offset=`, newest first."""
+    """`GET /api/v1/members?phone=&name=&level=&include_merged=&limit=&offset=`, newest first."""
     who = principal(request)
     who.require("members.read")
     query = _query(request, who)
     limit = _int(request, "limit", 50, 1, MAX_PAGE)
     offset = _int(request, "offset", 0, 0, 10**9)
     async with request.app[DB].session() as session:
-        rows, more = await search_members(session, query, limit=limit, offset=offset)
+        try:
+            rows, more = await search_members(session, query, limit=limit, offset=offset)
+        except UnknownLevel as err:
+            raise _bad(str(err)) from None
     page = MemberPage(
         items=[MemberOut.model_validate(m) for m in rows], next=offset + limit if more else None
     )
@@ -255,10 +259,13 @@ async def import_xlsx(request: web.Request) -> web.Response:
 
 
 async def export_xlsx(request: web.Request) -> web.Response:
-    """`GET /api/v1/members/export?phone=&name=`: every member the search finds, as .xlsx."""
+    """`GET /api/v1/members/export?phone=&name=&level=`: every member the search finds, as .xlsx."""
     who = principal(request)
     who.require("members.read")
-    data = await export_members(request.app[DB], _query(request, who))
+    try:
+        data = await export_members(request.app[DB], _query(request, who))
+    except UnknownLevel as err:
+        raise _bad(str(err)) from None
     name = f"members-{datetime.now(UTC).astimezone(_OFFICE_TZ):%Y%m%d}.xlsx"
     return web.Response(
         body=data,

@@ -185,6 +185,7 @@ def cmd_members_export(args: argparse.Namespace) -> None:
     query = MemberQuery(
         phone=args.phone,
         name=args.name,
+        level=args.level,
         include_merged=args.include_merged,
         stores=frozenset({args.store}) if args.store else None,
     )
@@ -264,6 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--phone", help="only numbers ending in these digits")
     exp.add_argument("--name", help="only names containing this")
     exp.add_argument("--store", help="only members registered at this store")
+    exp.add_argument("--level", help="only members at this level (its code)")
     exp.add_argument("--include-merged", action="store_true", help="also members merged into another")
     exp.set_defaults(func=cmd_members_export)
     return parser

@@ -383,7 +383,8 @@ async def export_members(db: Database, query: MemberQuery) -> bytes:
     sheet = book.create_sheet("会员")
     sheet.append(_EXPORT_HEADERS)
     async with db.session() as session:
-        result = await session.stream_scalars(search_statement(query).execution_options(yield_per=_CHUNK))
+        statement = await search_statement(session, query)
+        result = await session.stream_scalars(statement.execution_options(yield_per=_CHUNK))
         async for members in result.partitions():
             await asyncio.to_thread(_append, sheet, [_export_row(m) for m in members])
     out = io.BytesIO()

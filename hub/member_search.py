@@ -12,15 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import Integer, Select, case, cast, extract, func, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, case, cast, extract, func, or_, select
 
 from hub.db import AsyncSession
+from hub.levels import COUNTERS, MemberLevel
+from hub.loyalty_rules import load_levels
 from hub.members import Member
 
 __all__ = [
     "MAX_BIRTHDAY_DAYS",
     "BirthdayRow",
     "MemberQuery",
+    "UnknownLevel",
     "birthday_in_year",
     "birthdays",
     "next_birthday",
@@ -37,6 +40,7 @@ class MemberQuery:
 
     phone: str | None = None  # 1-11 digits: the end of the number (11: the whole number)
     name: str | None = None  # part of the name, any case
+    level: str | None = None  # a level code: members whose level (as the till sees it) is this one
     include_merged: bool = False
     stores: frozenset[str] | None = None  # the caller's scope; None is the whole chain
 
@@ -51,8 +55,39 @@ def _scoped(query: Select[Member], stores: frozenset[str] | None) -> Select[Memb
     return query if stores is None else query.where(Member.source_store.in_(stores))
 
 
-def search_statement(q: MemberQuery) -> Select[Member]:
-    """The SELECT for a search, newest members first (also used by the Excel export)."""
+class UnknownLevel(ValueError):
+    """A level code the chain has not defined."""
+
+
+async def _level_filter(session: AsyncSession, code: str) -> ColumnElement[bool]:
+    """Members whose level is `code`, decided as `hub.levels.effective_level` decides it.
+
+    The recorded level if it is still defined; otherwise the highest level the member's
+    counter reaches (a member without a level row has counters of 0).
+    """
+    config = await load_levels(session)
+    codes = [level.code for level in config.levels]
+    if code not in codes:
+        raise UnknownLevel(f"no level {code!r}; the chain's levels are {', '.join(codes) or 'none'}")
+    position = codes.index(code)
+    floor = config.levels[position].threshold
+    above = [level.threshold for level in config.levels[position + 1 :]]
+    counter = func.coalesce(getattr(MemberLevel, COUNTERS[config.metric]), 0)
+    reaches = and_(counter >= floor, counter < min(above)) if above else counter >= floor
+    unrecorded = or_(MemberLevel.level_code.is_(None), MemberLevel.level_code.not_in(codes))
+    recorded_or_reached = or_(MemberLevel.level_code == code, and_(unrecorded, reaches))
+    levelled = select(MemberLevel.member_id).where(recorded_or_reached)
+    if floor <= 0 and (not above or min(above) > 0):  # members without a level row qualify too
+        unlevelled = ~select(MemberLevel.member_id).where(MemberLevel.member_id == Member.id).exists()
+        return or_(Member.id.in_(levelled), unlevelled)
+    return Member.id.in_(levelled)
+
+
+async def search_statement(session: AsyncSession, q: MemberQuery) -> Select[Member]:
+    """The SELECT for a search, newest members first (also used by the Excel export).
+
+    `UnknownLevel` if `q.level` names no level of the chain.
+    """
     query = _scoped(select(Member), q.stores)
     if not q.include_merged:
         query = query.where(Member.merged_into.is_(None))
@@ -60,6 +95,8 @@ def search_statement(q: MemberQuery) -> Select[Member]:
         query = query.where(Member.phone == q.phone if len(q.phone) == 11 else Member.phone.endswith(q.phone))
     if q.name:
         query = query.where(func.lower(Member.name).contains(q.name.strip().lower(), autoescape=True))
+    if q.level:
+        query = query.where(await _level_filter(session, q.level))
     return query.order_by(Member.created_at.desc(), Member.id)
 
 
@@ -67,7 +104,8 @@ async def search_members(
     session: AsyncSession, q: MemberQuery, *, limit: int, offset: int = 0
 ) -> tuple[Sequence[Member], bool]:
     """One page of members and whether more follow."""
-    rows = (await session.scalars(search_statement(q).limit(limit + 1).offset(offset))).all()
+    query = await search_statement(session, q)
+    rows = (await session.scalars(query.limit(limit + 1).offset(offset))).all()
     return rows[:limit], len(rows) > limit
 
 

@@ -107,7 +107,7 @@ _XLSX_FILE = {"content": {_XLSX: {"schema": {"type": "string", "format": "binary
 def _member_paths() -> dict[str, Any]:
     """Members (docs/api.md#hub-members); a member outside a scoped user's stores answers 404."""
     missing = {"404": _problem("no such member (or not in your stores)"), **_AUTH_ERRORS}
-    search = "phone (1-11 digits, the end of the number), name (any part), include_merged, limit, offset"
+    search = "phone (the last 1-11 digits), name (any part), level (code), include_merged, limit, offset"
     return {
         "/api/v1/members": {
             "post": {

@@ -11,8 +11,10 @@ from sqlalchemy.exc import OperationalError
 
 from hub.db import Database, migrate
 from hub.errors import NotFound
+from hub.levels import MemberLevel, level_of
+from hub.loyalty_rules import LevelDef, LevelsConfig, save_setting
 from hub.member_facts import MemberOrder
-from hub.member_search import birthday_in_year, birthdays
+from hub.member_search import MemberQuery, UnknownLevel, birthday_in_year, birthdays, search_members
 from hub.members import (
     Gender,
     InvalidMember,
@@ -260,3 +262,32 @@ async def test_birthday_list_crosses_the_year_end_and_keeps_29_february(db):
     with pytest.raises(ValueError, match="days"):
         async with db.session() as session:
             await birthdays(session, date(2026, 1, 1), 0, stores=None, limit=10)
+
+
+async def test_search_by_level_agrees_with_the_level_the_till_sees(db):
+    ids = [(await _member(db, f"1380000000{i}")).id for i in range(5)]
+    async with db.session() as session, session.begin():
+        config = LevelsConfig(
+            levels=[
+                LevelDef(code="basic", name="普通", rank=0, threshold=0),
+                LevelDef(code="silver", name="银卡", rank=1, threshold=10000),
+                LevelDef(code="gold", name="金卡", rank=2, threshold=50000),
+            ]
+        )
+        await save_setting(session, "levels", config, "test")
+        rows = {r.member_id: r for r in await session.scalars(select(MemberLevel))}
+        rows[ids[0]].level_code = "gold"
+        rows[ids[1]].level_code = "silver"
+        rows[ids[2]].spend_fen = 20000  # no level recorded: its counter reaches silver
+        rows[ids[3]].level_code = "retired"  # a level head office removed: counter 0 is basic
+        await session.delete(rows[ids[4]])  # no row at all: basic
+    found = {}
+    async with db.session() as session:
+        for code in ("basic", "silver", "gold"):
+            members, _ = await search_members(session, MemberQuery(level=code), limit=10)
+            found[code] = {m.id for m in members}
+        seen = {member_id: (await level_of(session, member_id))["code"] for member_id in ids}
+        with pytest.raises(UnknownLevel, match="basic, silver, gold"):
+            await search_members(session, MemberQuery(level="platinum"), limit=10)
+    assert found == {"basic": {ids[3], ids[4]}, "silver": {ids[1], ids[2]}, "gold": {ids[0]}}
+    assert all(member_id in found[code] for member_id, code in seen.items())
