@@ -167,26 +167,27 @@ async def add_progress(
     Locks the member's level row first: the caller's later points changes come after it,
     the same order everywhere. Returns the level code after the change.
     """
-    await _ensure(session, member_id, now)
-    row = (
-        await session.execute(
-            update(MemberLevel)
-            .where(MemberLevel.member_id == member_id)
-            .values(
-                spend_fen=MemberLevel.spend_fen + spend_fen,
-                topup_fen=MemberLevel.topup_fen + topup_fen,
-                points_earned=MemberLevel.points_earned + points_earned,
-                updated_at=now,
-            )
-            .returning(
-                MemberLevel.level_code,
-                MemberLevel.spend_fen,
-                MemberLevel.topup_fen,
-                MemberLevel.points_earned,
-            )
-            .execution_options(synchronize_session=False)
+    stmt = (
+        update(MemberLevel)
+        .where(MemberLevel.member_id == member_id)
+        .values(
+            spend_fen=MemberLevel.spend_fen + spend_fen,
+            topup_fen=MemberLevel.topup_fen + topup_fen,
+            points_earned=MemberLevel.points_earned + points_earned,
+            updated_at=now,
         )
-    ).one()
+        .returning(
+            MemberLevel.level_code,
+            MemberLevel.spend_fen,
+            MemberLevel.topup_fen,
+            MemberLevel.points_earned,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:  # the member's first progress: create the row, then count
+        await _ensure(session, member_id, now)
+        row = (await session.execute(stmt)).one()
     moves = [("spend", spend_fen), ("topup", topup_fen), ("points", points_earned)]
     rows = [
         {"member_id": member_id, "metric": metric, "amount": amount, "source": source[:120], "at": now}
@@ -235,8 +236,16 @@ async def effective_level(
 ) -> tuple[LevelDef | None, Any]:
     """The member's level (the recorded one, or what the counters reach if none is recorded)."""
     row = (
-        await session.execute(select(MemberLevel).where(MemberLevel.member_id == member_id))
-    ).scalar_one_or_none()
+        await session.execute(
+            select(
+                MemberLevel.level_code,
+                MemberLevel.upgraded_at,
+                MemberLevel.spend_fen,
+                MemberLevel.topup_fen,
+                MemberLevel.points_earned,
+            ).where(MemberLevel.member_id == member_id)
+        )
+    ).one_or_none()
     recorded = config.by_code(row.level_code) if row is not None else None
     if recorded is not None:
         return recorded, row

@@ -179,8 +179,10 @@ async def _change_balance(
 async def lock_balance(session: AsyncSession, member_id: str, now: datetime | None = None) -> int:
     """Lock the member's account row for this transaction (creating it) and return the balance."""
     now = now or datetime.now(UTC)
-    await _ensure_account(session, member_id, now)
     balance = await _change_balance(session, member_id, 0, now)
+    if balance is None:  # the member's first points: create the account, then lock it
+        await _ensure_account(session, member_id, now)
+        balance = await _change_balance(session, member_id, 0, now)
     if balance is None:  # cannot happen: the row was inserted just above
         raise RuntimeError(f"points account of {member_id} vanished")
     return balance
@@ -242,8 +244,10 @@ async def credit(
     """Add a lot of `points` (> 0) with its ledger row; return the lot id."""
     if points <= 0:
         raise ValueError(f"a credit must be above 0 points, got {points}")
-    await _ensure_account(session, member_id, now)
     balance = await _change_balance(session, member_id, points, now)
+    if balance is None:  # the member's first points
+        await _ensure_account(session, member_id, now)
+        balance = await _change_balance(session, member_id, points, now)
     assert balance is not None  # noqa: S101 - the row exists (ensured above)
     lot_id = await session.scalar(
         insert(PointsLot)

@@ -90,6 +90,7 @@ class _Context:
     _levels: LevelsConfig | None = None
     _categories: dict[str, str] | None = None
     seen: set[str] = field(default_factory=set)
+    earned_before: set[str] = field(default_factory=set)
 
     async def rules(self) -> PointsRules:
         if self._rules is None:
@@ -168,14 +169,21 @@ async def _earn(ctx: _Context, order: dict[str, Any]) -> None:
             "order %s names member %s, whom the hub does not know; no points earned", order_id, raw_member
         )
         return
-    if await ctx.session.get(PointsEarning, order_id) is not None:
+    if order_id in ctx.earned_before:
         return
     config = await ctx.levels()
     level, _ = await levels.effective_level(ctx.session, member_id, config)  # the level when it was bought
     spend, earned = await earn_points_for(ctx, order, BP if level is None else level.points_multiplier_bp)
     source = f"order:{order_id}"
+    # Level row first (spend and points earned in one update), then the points row.
     await levels.add_progress(
-        ctx.session, member_id, source=source, now=ctx.now, spend_fen=spend, config=config
+        ctx.session,
+        member_id,
+        source=source,
+        now=ctx.now,
+        spend_fen=spend,
+        points_earned=earned,
+        config=config,
     )
     lot_id = None
     if earned > 0:
@@ -197,9 +205,6 @@ async def _earn(ctx: _Context, order: dict[str, Any]) -> None:
             order_id=order_id,
             note=f"{spend} fen at {ctx.store}",
         )
-        await levels.add_progress(
-            ctx.session, member_id, source=source, now=ctx.now, points_earned=earned, config=config
-        )
     ctx.session.add(
         PointsEarning(
             order_id=order_id,
@@ -215,8 +220,7 @@ async def _earn(ctx: _Context, order: dict[str, Any]) -> None:
             unrecovered=0,
             created_at=ctx.now,
         )
-    )
-    await ctx.session.flush()
+    )  # flushed with the next query or at the end of the batch
 
 
 async def _reverse(ctx: _Context, order_id: str, refunded_fen: int, source: str) -> None:
@@ -361,6 +365,10 @@ async def points_from_sales(
     if not relevant and not refunds:
         return
     ctx = _Context(session, store, datetime.now(UTC))
+    if relevant:  # ingest calls once per order; this guards against a hand-replayed batch
+        ids = [str(order.get("id")) for order in relevant]
+        known = await session.scalars(select(PointsEarning.order_id).where(PointsEarning.order_id.in_(ids)))
+        ctx.earned_before = set(known.all())
     # Members in id order: two batches touching the same members lock them in the same order.
     for order in sorted(relevant, key=lambda o: str(o.get("member_id") or "")):
         await _lock_order(session, str(order.get("id")))
@@ -369,7 +377,6 @@ async def points_from_sales(
         elif order.get("status") == "voided":
             await _voided(ctx, order)
     if relevant:  # refunds of these orders that arrived before them (this batch's come below)
-        ids = [str(order.get("id")) for order in relevant]
         early = await session.scalars(
             select(HubRefund)
             .where(HubRefund.order_id.in_(ids))
