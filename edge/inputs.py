@@ -179,6 +179,9 @@ class InputManager:
                         self._take(entry, await scanner.read())
             except DriverError as err:
                 self._set_health(entry, f"offline: {err}")
+            except Exception as err:  # a driver bug must not end scanning for the day
+                log.exception("scanner %s failed; reopening it", entry.id)
+                self._set_health(entry, f"failed: {err!r}"[:200])
             await asyncio.sleep(backoff.next_delay())
 
     def _take(self, entry: DeviceEntry, outcome: ScanOutcome) -> None:

@@ -1,4 +1,4 @@
-"""Hardware benchmarks: a sales receipt rendered to ESC/POS bytes.
+"""Hardware benchmarks: a sales receipt rendered to ESC/POS bytes; a scan reaching the till.
 
 Run one row alone with `python -m tests.bench.hardware [N]`; `python3 dev.py bench` puts the
 rows in docs/benchmarks.md.
@@ -6,22 +6,35 @@ rows in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from evdev import InputEvent, ecodes
+
 from drivers.escpos import PrinterProfile, encode, render
+from drivers.evdev_scanner import EvdevScanner, InputNode, WedgeDevice
 from drivers.layout import Line
+from drivers.scanner import ScanDecoder, ScanMode
+from edge.catalog import Catalog, CatalogDocument
+from edge.devices import DeviceEntry, DeviceRegistry
+from edge.events import Event, EventBus
+from edge.inputs import InputManager
 from edge.orders import Order, OrderLine, apply_payment, reprice
 from edge.printing import sales_receipt
 from edge.receipt import receipt
+from tests.drivers.keyseq import typed
 
 RECEIPT_LINES = 30
+SAMPLE_CATALOG = Path(__file__).resolve().parents[2] / "edge" / "sample_catalog.json"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 _PAID_AT = datetime(2024, 5, 1, 4, 30, tzinfo=UTC)
 # A convenience store's basket: short and long names, Chinese with Latin brands and sizes,
@@ -149,6 +162,87 @@ def receipt_rows(n: int) -> list[tuple[str, str, list[float], list[float]]]:
     return rows
 
 
+class _FakeNode:
+    """An evdev node whose events the benchmark writes: `EvdevScanner` reads it like a device."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.queue: asyncio.Queue[InputEvent] = asyncio.Queue()
+
+    def async_read_loop(self) -> _FakeNode:
+        return self
+
+    def __anext__(self) -> asyncio.Future[InputEvent]:
+        # Like python-evdev's ReadIterator: a future, which the driver may leave pending.
+        return asyncio.ensure_future(self.queue.get())
+
+    def grab(self) -> None:
+        pass
+
+    def ungrab(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def scan_to_till(n: int) -> tuple[list[float], list[float]]:
+    """Terminator key event in → `scan` event (product looked up) at a till subscriber.
+
+    The real driver path: EvdevScanner reading a node, the keymap decoder in "auto" mode
+    (typing-speed check on), the InputManager with the sample catalog, the event bus. The
+    keystrokes are synthetic `evdev.InputEvent`s with scanner timing (4 ms apart); the clock
+    starts when the Enter key press is handed to the node, as the kernel would. Baseline: the
+    bus alone, publish → subscriber.
+    """
+    node = _FakeNode("/dev/input/bench")
+    wedge = WedgeDevice(
+        "usb-bench",
+        "bench scanner",
+        0x05E0,
+        0x1200,
+        "",
+        "usb-1.2",
+        (InputNode(node.path, "bench scanner", "usb-1.2/input0", "", 3, 0x05E0, 0x1200, frozenset()),),
+    )
+    bus = EventBus()
+    catalog = Catalog(CatalogDocument.model_validate_json(SAMPLE_CATALOG.read_text(encoding="utf-8")))
+
+    @contextlib.asynccontextmanager
+    async def source(entry: DeviceEntry) -> AsyncIterator[EvdevScanner]:
+        decoder = lambda: ScanDecoder(mode=ScanMode.AUTO)  # noqa: E731
+        async with EvdevScanner(wedge, decoder_factory=decoder, opener=lambda _: node) as scanner:  # type: ignore[arg-type,return-value]
+            yield scanner
+
+    entry = DeviceEntry(id="usb-bench", name="bench", kind="scanner", transport="evdev", path="usb-bench")
+    inputs = InputManager(bus, lambda: catalog, scan_source=source)
+    sub = bus.subscribe()
+    ours: list[float] = []
+    async with inputs:
+        await inputs.apply(DeviceRegistry(devices=[entry]))
+        for _ in range(n):
+            events = typed("6954767410388\n", start=time.time())
+            enter = next(i for i, e in enumerate(events) if e.code == ecodes.KEY_ENTER and e.value == 1)
+            for event in events[:enter]:
+                node.queue.put_nowait(event)
+            while not node.queue.empty():  # the code's keys are read: only the terminator is timed
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            start = time.perf_counter()
+            for event in events[enter:]:
+                node.queue.put_nowait(event)
+            got = await sub.queue.get()
+            ours.append(time.perf_counter() - start)
+            assert got.type == "scan" and got.data["product"] is not None  # noqa: PT018
+    baseline: list[float] = []
+    for _ in range(n):
+        start = time.perf_counter()
+        bus.publish(Event("scan", {"code": "6954767410388"}))
+        await sub.queue.get()
+        baseline.append(time.perf_counter() - start)
+    return ours, baseline
+
+
 def _p99(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[max(0, int(len(ordered) * 0.99) - 1)]
@@ -156,6 +250,11 @@ def _p99(samples: list[float]) -> float:
 
 def main() -> None:
     """Print median / p99 of each row, without the rest of `dev.py bench`."""
+    ours, base = asyncio.run(scan_to_till(500))
+    print(
+        f"scan to till: {statistics.median(ours) * 1e6:.0f} / {_p99(ours) * 1e6:.0f} µs; "
+        f"bus alone {statistics.median(base) * 1e6:.1f} µs"
+    )
     for name, _, ours, base in receipt_rows(int(sys.argv[1]) if len(sys.argv) > 1 else 2000):
         print(
             f"{name}: {statistics.median(ours) * 1e3:.3f} / {_p99(ours) * 1e3:.3f} ms median / p99; "
