@@ -53,6 +53,7 @@ __all__ = [
     "insert_missing",
     "lock_balance",
     "move_points",
+    "prepare",
     "spendable",
 ]
 
@@ -317,6 +318,7 @@ async def debit(
     note: str = "",
     first_lot: int | None = None,
     partial: bool = False,
+    prepared: bool = False,
 ) -> Debit:
     """Take `points` (> 0) FIFO with one ledger row; `InsufficientPoints` unless `partial`.
 
@@ -325,16 +327,15 @@ async def debit(
     """
     if points <= 0:
         raise ValueError(f"a debit must be above 0 points, got {points}")
-    balance = await lock_balance(session, member_id, now)
-    if await _has_due_lots(session, member_id, now):
-        await expire_member(session, member_id, now)
-        balance = await balance_of(session, member_id)
+    if prepared and partial:
+        raise ValueError("a partial debit prepares itself")
+    balance = -1 if prepared else await prepare(session, member_id, now)
     take = min(points, balance) if partial else points
     if take == 0:
         return Debit(0, balance)
     after = await _change_balance(session, member_id, -take, now, at_least=take)
     if after is None:
-        raise InsufficientPoints(member_id, points, balance)
+        raise InsufficientPoints(member_id, points, await balance_of(session, member_id))
     lots = await _take_lots(session, member_id, take, first_lot)
     await session.execute(
         insert(PointsLedger).values(
@@ -353,9 +354,26 @@ async def _has_due_lots(session: AsyncSession, member_id: str, now: datetime) ->
     return found is not None
 
 
+async def prepare(session: AsyncSession, member_id: str, now: datetime) -> int:
+    """Lock the member's points row and expire what is due at `now`; return the balance left.
+
+    A caller that checks the balance before a debit prepares first, then debits with
+    `prepared=True`: one lock, one look for due lots.
+    """
+    balance = await lock_balance(session, member_id, now)
+    if await _has_due_lots(session, member_id, now):
+        await _expire_locked(session, member_id, now)
+        balance = await balance_of(session, member_id)
+    return balance
+
+
 async def expire_member(session: AsyncSession, member_id: str, now: datetime) -> tuple[int, int]:
     """Expire the member's lots due at `now`, one ledger row per lot; return (lots, points)."""
     await lock_balance(session, member_id, now)
+    return await _expire_locked(session, member_id, now)
+
+
+async def _expire_locked(session: AsyncSession, member_id: str, now: datetime) -> tuple[int, int]:
     due = (
         await session.execute(
             select(PointsLot.id, PointsLot.remaining, PointsLot.expires_at)

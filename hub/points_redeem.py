@@ -134,9 +134,7 @@ async def redeem(session: AsyncSession, store: str, params: dict[str, Any]) -> A
         raise RpcError(f"积分须为 {rule.step} 的整数倍 (use a multiple of {rule.step} points)")
     now = datetime.now(UTC)
     # Locks the member's points row: what follows sees every committed redemption of theirs.
-    await points.lock_balance(session, member_id, now)
-    await points.expire_member(session, member_id, now)
-    balance = await points.balance_of(session, member_id)
+    balance = await points.prepare(session, member_id, now)
     if p.points > balance:
         raise RpcError(f"积分不足：当前 {balance} 积分，需要 {p.points} 积分 (only {balance} points)")
     used = await session.scalar(
@@ -162,6 +160,7 @@ async def redeem(session: AsyncSession, store: str, params: dict[str, Any]) -> A
             source=f"rpc:{store}:{txn_id}",
             now=now,
             order_id=p.order_id,
+            prepared=True,
         )
     except points.InsufficientPoints as err:  # only if the lock above did not hold, kept as a guard
         raise RpcError(f"积分不足：当前 {err.balance} 积分 (only {err.balance} points)") from None
