@@ -31,6 +31,7 @@ from edge.journal import Journal
 from edge.kitchen_tickets import KitchenLine, kitchen_tickets
 from edge.print_queue import Job, PrintWorker, Renderer, enqueue, recent_jobs
 from edge.receipt import receipt
+from edge.shifts import load_shift
 from edge.till import load_order
 from protocol.aio import cancel_and_wait
 
@@ -73,9 +74,13 @@ class DeviceManager:
             if kind == "drawer":
                 return encode([DrawerKick()], profile)
             if ref is None:
-                raise ValueError(f"a {kind} job needs an order id")
-            order = load_order(conn, ref)
+                raise ValueError(f"a {kind} job needs an order or shift id")
             name = self._settings.store_name or self._settings.store
+            if kind == "shift":
+                view = load_shift(conn, ref).view()
+                report = printing.shift_report(view, zone=self._zone, store_name=name, printed_at=self._now())
+                return encode(report, profile)
+            order = load_order(conn, ref)
             if kind in ("receipt", "reprint"):
                 data = receipt(order, store_name=name, zone=self._zone, reprint=kind == "reprint")
                 return encode(printing.sales_receipt(data, paper=profile), profile)

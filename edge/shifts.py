@@ -49,6 +49,14 @@ def load_open_shift(conn: sqlite3.Connection) -> Shift | None:
     return Shift.model_validate_json(row[0]) if row else None
 
 
+def load_shift(conn: sqlite3.Connection, shift_id: str) -> Shift:
+    """A shift by id; KeyError when there is none."""
+    row = conn.execute("SELECT doc FROM shifts WHERE id = ?", (shift_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"no shift {shift_id!r}")
+    return Shift.model_validate_json(row[0])
+
+
 def save_shift(conn: sqlite3.Connection, shift: Shift) -> None:
     """Upsert a shift row."""
     conn.execute(

@@ -540,6 +540,8 @@ class Till:
             save_shift(conn, closed)
             body = closed.view()
             append_event(conn, "shift.closed", json.dumps(body), now.isoformat())
+            if self._queue_print is not None:
+                self._queue_print(conn, "receipt", "shift", closed.id)  # the 交班 report to sign
             return Reply(200, {"shift": body})
 
         return await self._run(work, idem, durable=True)

@@ -158,3 +158,19 @@ async def test_kitchen_tickets_go_to_their_station_once(api):
         assert status == 201, body
         await bar.wait_for(lambda p: len(p.jobs) >= 2, within=10)
         assert [f"取消 {coffee.name}", "x2"] == [line.strip() for line in bar.jobs[1][4:6]]  # big type wraps
+
+
+async def test_closing_the_shift_prints_the_report_to_sign(api):
+    async with SimNetworkPrinter() as sim:
+        entry = DeviceEntry(id="net-front", name="前台", transport="network", host="127.0.0.1", port=sim.port)
+        await asyncio.to_thread(save_registry, api.daemon.settings.state_dir, DeviceRegistry(devices=[entry]))
+        await _until(lambda: [d["health"] for d in api.daemon.devices.health()] == ["ok"])
+        status, _ = await api.call("POST", "/api/v1/shifts", {"float_fen": 20000})
+        assert status == 201
+        status, body = await api.call("POST", "/api/v1/shifts/current/close", {"counted_cash_fen": 19950})
+        assert status == 200, body
+        await sim.wait_for(lambda p: len(p.jobs) >= 1, within=10)
+        text = "\n".join(sim.jobs[0])
+        assert "交班报表" in text
+        assert "短款" in text  # 0.50 short
+        assert "收银员签字" in text
