@@ -210,9 +210,7 @@ def cmd_devices_test(args: argparse.Namespace) -> None:
         print(f"{entry.name}: {reading.grams} g{' net' if reading.net else ''}")
         return
     if entry.kind != "printer":
-        print(
-            f"{entry.kind} {entry.id}: test it through the daemon: POST /api/v1/devices/{entry.id}/test"
-        )
+        print(f"{entry.kind} {entry.id}: test it through the daemon: POST /api/v1/devices/{entry.id}/test")
         return
 
     async def queue(journal: Journal) -> str:
