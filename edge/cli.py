@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import socket
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,9 +15,9 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from drivers import SerialScale, WeightReading
+from drivers import SerialScale, WeightReading, encode
 from drivers.discovery import scan_local
-from edge import access, daemon
+from edge import access, daemon, printing
 from edge.catalog import CatalogStore
 from edge.config import EdgeSettings
 from edge.device_manager import preview
@@ -86,9 +87,26 @@ async def _with_journal(settings: EdgeSettings, work: Callable[[Journal], Awaita
 
 
 def cmd_pair(args: argparse.Namespace) -> None:
-    """Show a 6-digit code that pairs one phone or tablet within 5 minutes."""
-    code = asyncio.run(_with_journal(_settings(args), access.create_pairing_code))
+    """Show a 6-digit code that pairs one phone or tablet within 5 minutes (and print it with a QR)."""
+    settings = _settings(args)
+    code = asyncio.run(_with_journal(settings, access.create_pairing_code))
     print(f"pairing code: {code}  (valid 5 minutes; enter it in the app or POST /api/v1/devices/pair)")
+    if not args.print:
+        return
+    entry = load_registry(settings.state_dir).find("receipt")
+    host = settings.http_host
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - listening everywhere: phones find the Pi by name
+        host = f"{socket.gethostname()}.local"
+    link = f"storelink://pair?api=http://{host}:{settings.http_port}/api/v1&code={code}"
+    ticket = printing.pairing_ticket(code, link, store_name=settings.store_name)
+    payload = encode(ticket, entry.profile())
+
+    async def queue(journal: Journal) -> str:
+        return await journal.transaction(lambda conn: enqueue(conn, entry.id, "pairing", None, payload))
+
+    print(
+        f"printed on {entry.name} with a QR the app scans (job {asyncio.run(_with_journal(settings, queue))})"
+    )
 
 
 def cmd_paired(args: argparse.Namespace) -> None:
@@ -342,7 +360,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _devices_parser(sub)
 
-    sub.add_parser("pair", help="show a code to pair a phone or tablet").set_defaults(func=cmd_pair)
+    pair = sub.add_parser("pair", help="show a code to pair a phone or tablet")
+    pair.add_argument("--print", action="store_true", help="also print it with a QR on the receipt printer")
+    pair.set_defaults(func=cmd_pair)
     paired = sub.add_parser("paired", help="list paired devices (or --revoke ID)")
     paired.add_argument("--revoke", metavar="DEVICE_ID")
     paired.set_defaults(func=cmd_paired)

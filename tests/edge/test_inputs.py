@@ -252,3 +252,26 @@ async def test_the_cli_registers_inputs_reads_the_scale_and_audits_the_drawer(tm
         kinds = conn.execute("SELECT kind FROM print_jobs").fetchall()
     assert rows == [("installer", "installer check (storelink-edge devices drawer)")]
     assert kinds == [("drawer",)]
+
+
+def test_the_pairing_code_prints_with_a_qr(tmp_path, capsys):
+    from edge.cli import main  # noqa: PLC0415
+    from edge.print_queue import recent_jobs  # noqa: PLC0415
+
+    toml = tmp_path / "edge.toml"
+    state = tmp_path / "state"
+    toml.write_text(
+        f'store = "shop-1"\nstate_dir = "{state}"\nhttp_host = "192.168.1.20"\n[mqtt]\nhost = "127.0.0.1"\n'
+    )
+    main(
+        ["--config", str(toml), "devices", "add", "--name", "前台", "--host", "192.168.1.50", "--paper", "58"]
+    )
+    main(["--config", str(toml), "pair", "--print"])
+    code = capsys.readouterr().out.split("pairing code: ")[1][:6]
+    with sqlite3.connect(state / "journal.sqlite3") as conn:
+        (job,) = recent_jobs(conn, "net-192.168.1.50-9100", 5)
+    from drivers import decode_escpos  # noqa: PLC0415
+
+    lines = decode_escpos(job.payload or b"", "gb18030").lines
+    assert f"{code[:3]} {code[3:]}" in "\n".join(lines)
+    assert any(line.startswith("[QR") and "api=http://192.168.1.20:8700/api/v1" in line for line in lines)
