@@ -124,9 +124,9 @@ async def test_expired_and_unknown_requests_do_not_run(db):
     )
     assert not late.ok
     assert "deadline" in (late.error or "")
-    unknown = await server.handle("shop-1", _request("member.lookup"))
+    unknown = await server.handle("shop-1", _request("coupon.teleport"))
     assert not unknown.ok
-    assert "unknown method 'member.lookup'" in (unknown.error or "")
+    assert "unknown method 'coupon.teleport'" in (unknown.error or "")
     assert runs == []
 
 
