@@ -237,10 +237,11 @@ async def import_xlsx(request: web.Request) -> web.Response:
     if store is None and who.stores is not None and len(who.stores) == 1:
         store = next(iter(who.stores))
     skip = request.query.get("skip_invalid", "false").lower() in {"1", "true", "yes"}
+    welcome = request.query.get("welcome", "false").lower() in {"1", "true", "yes"}
     data = await _upload(request)
     try:
         report = await import_members(
-            request.app[DB], data, skip_invalid=skip, default_store=store, scope=who.stores
+            request.app[DB], data, skip_invalid=skip, default_store=store, scope=who.stores, welcome=welcome
         )
     except BadMemberFile as err:
         raise _bad(str(err), 422) from None

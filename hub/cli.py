@@ -160,7 +160,12 @@ def cmd_members_import(args: argparse.Namespace) -> None:
     async def work(db: Database) -> None:
         nonlocal failed
         report = await import_members(
-            db, data, skip_invalid=args.skip_invalid, default_store=args.store, progress=_progress_bar
+            db,
+            data,
+            skip_invalid=args.skip_invalid,
+            default_store=args.store,
+            welcome=args.welcome,
+            progress=_progress_bar,
         )
         for error in report.errors:
             print(f"row {error.row}, {error.column}: {error.message}")
@@ -259,6 +264,9 @@ def _parser() -> argparse.ArgumentParser:
         "--skip-invalid", action="store_true", help="import the good rows even if some are invalid"
     )
     imp.add_argument("--store", help="source store of rows that name none")
+    imp.add_argument(
+        "--welcome", action="store_true", help="treat them as new sign-ups: entry level, registration points"
+    )
     imp.set_defaults(func=cmd_members_import)
     exp = members.add_parser("export", help="write members to an .xlsx")
     exp.add_argument("file", help="the .xlsx file to write")

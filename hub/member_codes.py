@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import AsyncSession
 from hub.errors import HubError
-from hub.members import get_member
+from hub.members import get_member, open_transaction
 from hub.models import Base
 
 __all__ = [
@@ -131,6 +131,7 @@ async def _key(session: AsyncSession, member_id: str, now: datetime) -> MemberCo
     key = await session.get(MemberCodeKey, member_id)
     if key is not None:
         return key
+    await open_transaction(session)
     for _ in range(5):  # a handle collision is rare (1e8 handles); a new draw fixes it
         key = MemberCodeKey(
             member_id=member_id,
@@ -193,6 +194,7 @@ async def redeem_code(
 async def _record_use(
     session: AsyncSession, member_id: str, window: int, store: str | None, now: datetime
 ) -> None:
+    await open_transaction(session)
     try:
         async with session.begin_nested():
             session.add(MemberCodeUse(member_id=member_id, window=window, store=store, used_at=now))

@@ -22,7 +22,7 @@ import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 from sqlalchemy import select
 
-from hub.db import Database
+from hub.db import AsyncSession, Database
 from hub.member_search import MemberQuery, search_statement
 from hub.members import (
     Gender,
@@ -30,6 +30,7 @@ from hub.members import (
     Member,
     MemberExists,
     MemberFields,
+    add_members,
     check_birthday,
     check_name,
     create_member,
@@ -313,6 +314,21 @@ async def _check(
     return fresh
 
 
+async def _row_by_row(
+    session: AsyncSession, chunk: list[_Good], report: ImportReport, *, skip_invalid: bool, welcome: bool
+) -> None:
+    for item in chunk:
+        try:
+            await create_member(session, item.fields, welcome=welcome)
+        except MemberExists as err:
+            report.errors.append(RowError(item.row, "phone", str(err)))
+            if not skip_invalid:
+                raise _Abort from err
+            report.skipped += 1
+            continue
+        report.imported += 1
+
+
 async def import_members(
     db: Database,
     data: bytes,
@@ -320,12 +336,15 @@ async def import_members(
     skip_invalid: bool = False,
     default_store: str | None = None,
     scope: frozenset[str] | None = None,
+    welcome: bool = False,
     progress: Progress | None = None,
 ) -> ImportReport:
     """Check every row of an .xlsx, then create the members in one transaction (or none).
 
     `scope` limits the stores rows may name (a store-scoped user); `default_store` is the
-    source store of rows without one. `BadMemberFile` if the file itself is unusable.
+    source store of rows without one. Imported members are existing customers: no
+    registration points or welcome gifts unless `welcome`. `BadMemberFile` if the file
+    itself is unusable.
     """
     report = ImportReport()
     if progress is not None:
@@ -337,18 +356,15 @@ async def import_members(
         return report
     try:
         async with db.session() as session, session.begin():
-            for done, item in enumerate(fresh, start=1):
+            for start in range(0, len(fresh), _CHUNK):
+                chunk = fresh[start : start + _CHUNK]
                 try:
-                    await create_member(session, item.fields)
-                except MemberExists as err:  # registered at a till since the check
-                    report.errors.append(RowError(item.row, "phone", str(err)))
-                    if not skip_invalid:
-                        raise _Abort from err
-                    report.skipped += 1
-                    continue
-                report.imported += 1
-                if progress is not None and (done % 100 == 0 or done == len(fresh)):
-                    progress("importing", done, len(fresh))
+                    await add_members(session, [item.fields for item in chunk], welcome=welcome)
+                    report.imported += len(chunk)
+                except MemberExists:  # a till registered one of these since the check: find which
+                    await _row_by_row(session, chunk, report, skip_invalid=skip_invalid, welcome=welcome)
+                if progress is not None:
+                    progress("importing", start + len(chunk), len(fresh))
     except _Abort:  # the transaction is rolled back: nothing of this file is written
         report.imported, report.skipped = 0, report.rows
         return report

@@ -37,6 +37,7 @@ __all__ = [
     "MemberMerged",
     "MergeHook",
     "MergeRefused",
+    "add_members",
     "check_birthday",
     "check_name",
     "create_member",
@@ -45,6 +46,7 @@ __all__ = [
     "mask_phone",
     "merge_members",
     "normalize_phone",
+    "open_transaction",
     "parse_gender",
     "update_member",
 ]
@@ -210,15 +212,24 @@ class MemberFields:
         self.consent_marketing, self.consent_sms = consent_marketing, consent_sms
 
 
-async def create_member(session: AsyncSession, fields: MemberFields) -> Member:
-    """Add a member in the caller's transaction; `MemberExists` if the phone is taken."""
-    if await find_by_phone(session, fields.phone) is not None:
-        raise MemberExists(f"phone {fields.phone} already belongs to a member")
-    referrer_id = None
-    if fields.referrer_id is not None:  # a merged referrer's credit goes to the survivor
-        referrer_id = (await get_member(session, fields.referrer_id)).id
-    now = datetime.now(UTC)
-    member = Member(
+async def open_transaction(session: AsyncSession) -> None:
+    """Start the database transaction now, so that a savepoint is never the outermost one.
+
+    pysqlite and aiosqlite send BEGIN only before INSERT/UPDATE/DELETE. A SAVEPOINT sent
+    first opens a transaction of its own, and on SQLite releasing it commits everything
+    so far: a later rollback of the caller's transaction would then be partial.
+    PostgreSQL needs nothing.
+    """
+    conn = await session.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    raw = await conn.get_raw_connection()
+    if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
+        await conn.exec_driver_sql("BEGIN")
+
+
+def _new_member(fields: MemberFields, referrer_id: str | None, now: datetime) -> Member:
+    return Member(
         id=str(uuid.uuid4()),
         phone=fields.phone,
         name=fields.name,
@@ -234,17 +245,53 @@ async def create_member(session: AsyncSession, fields: MemberFields) -> Member:
         created_at=now,
         updated_at=now,
     )
+
+
+async def _insert(session: AsyncSession, members: list[Member], taken: str) -> None:
+    await open_transaction(session)
     try:
         # Added inside the savepoint: begin_nested() flushes what is pending before it starts,
         # and a duplicate phone failing there would roll back the caller's whole transaction.
         async with session.begin_nested():
-            session.add(member)
+            session.add_all(members)
             await session.flush()
     except IntegrityError as err:  # a concurrent registration of the same phone won
-        raise MemberExists(f"phone {fields.phone} already belongs to a member") from err
-    for listener in _CREATED_LISTENERS:
-        await listener(session, member)
+        raise MemberExists(taken) from err
+
+
+async def create_member(session: AsyncSession, fields: MemberFields, *, welcome: bool = True) -> Member:
+    """Add a member in the caller's transaction; `MemberExists` if the phone is taken.
+
+    `welcome` runs the creation listeners (entry level, registration points); an import of
+    existing customers from another system leaves it off.
+    """
+    if await find_by_phone(session, fields.phone) is not None:
+        raise MemberExists(f"phone {fields.phone} already belongs to a member")
+    referrer_id = None
+    if fields.referrer_id is not None:  # a merged referrer's credit goes to the survivor
+        referrer_id = (await get_member(session, fields.referrer_id)).id
+    member = _new_member(fields, referrer_id, datetime.now(UTC))
+    await _insert(session, [member], f"phone {fields.phone} already belongs to a member")
+    if welcome:
+        for listener in _CREATED_LISTENERS:
+            await listener(session, member)
     return member
+
+
+async def add_members(session: AsyncSession, batch: list[MemberFields], *, welcome: bool) -> list[Member]:
+    """Add many members at once (an import) or none; `MemberExists` if any phone is taken.
+
+    Referrers are not taken here. The caller checked the phones; a till registering one of
+    them meanwhile makes the whole batch fail, and the caller retries it row by row.
+    """
+    now = datetime.now(UTC)
+    members = [_new_member(fields, None, now) for fields in batch]
+    await _insert(session, members, "a phone of this batch already belongs to a member")
+    if welcome:
+        for member in members:
+            for listener in _CREATED_LISTENERS:
+                await listener(session, member)
+    return members
 
 
 async def get_member(session: AsyncSession, member_id: str, *, follow_merge: bool = True) -> Member:
@@ -295,6 +342,7 @@ async def update_member(session: AsyncSession, member_id: str, changes: dict[str
     for flag in ("consent_marketing", "consent_sms"):
         if flag in changes:
             values[flag] = bool(changes[flag])
+    await open_transaction(session)
     try:
         async with session.begin_nested():  # changed inside it, so only the savepoint rolls back
             for name, value in values.items():

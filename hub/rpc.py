@@ -111,6 +111,7 @@ class RpcServer:
         try:
             return RpcReply.success(request.id, await method(session, store, dict(request.params)))
         except RpcError as err:
+            await session.rollback()  # a refusal writes nothing, whatever the method wrote before it
             return RpcReply.failure(request.id, str(err))
 
     async def _run_once(self, method: Method, store: str, request: RpcRequest) -> RpcReply:

@@ -9,8 +9,9 @@ import openpyxl
 import pytest
 from sqlalchemy import func, select
 
-from hub import cli
+from hub import cli, member_io, points
 from hub.db import Database, migrate
+from hub.loyalty_rules import PointsRules, save_setting
 from hub.member_io import BadMemberFile, RowError, export_members, import_members
 from hub.member_search import MemberQuery
 from hub.members import Member, MemberFields, create_member
@@ -195,3 +196,38 @@ async def test_import_writes_all_rows_in_one_count(db):
     assert report.imported == 120
     async with db.session() as session:
         assert await session.scalar(select(func.count()).select_from(Member)) == 120
+
+
+async def test_imported_customers_get_no_welcome_points_unless_asked(db):
+    async with db.session() as session, session.begin():
+        await save_setting(session, "points", PointsRules(registration_points=50), "test")
+    await import_members(db, xlsx([["手机号"], ["13800000001"]]))
+    await import_members(db, xlsx([["手机号"], ["13800000002"]]), welcome=True)
+    members = await _members(db)
+    async with db.session() as session:
+        assert await points.balance_of(session, members["13800000001"].id) == 0
+        assert await points.balance_of(session, members["13800000002"].id) == 50
+
+
+@pytest.mark.parametrize("skip_invalid", [False, True])
+async def test_a_till_registering_a_phone_during_the_import(db, monkeypatch, skip_invalid):
+    checked = member_io._check
+
+    async def check_then_a_till_registers(*args, **kwargs):
+        fresh = await checked(*args, **kwargs)
+        async with db.session() as session, session.begin():
+            await create_member(session, MemberFields("13800000600", channel="till"))
+        return fresh
+
+    monkeypatch.setattr(member_io, "_check", check_then_a_till_registers)
+    rows = [["手机号"], *[[f"1380000{i:04d}"] for i in range(1, 701)]]  # two chunks of the write
+    report = await import_members(db, xlsx(rows), skip_invalid=skip_invalid)
+    assert [(e.row, e.message) for e in report.errors] == [
+        (601, "phone 13800000600 already belongs to a member")
+    ]
+    async with db.session() as session:
+        count = await session.scalar(select(func.count()).select_from(Member))
+    if skip_invalid:
+        assert (report.imported, report.skipped, report.written, count) == (699, 1, True, 700)
+    else:
+        assert (report.imported, report.skipped, report.written, count) == (0, 700, False, 1)

@@ -10,12 +10,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from hub import members as members_module
 from hub import points
 from hub.db import Database, migrate
 from hub.loyalty_rules import LevelDef, LevelsConfig, save_setting
 from hub.members import Member
 from hub.passes import ProductSpec, create_product, issue_manual
-from hub.rpc import RpcServer
+from hub.rpc import RpcError, RpcServer
 from hub.stored_value import Source, topup
 from hub.stores import add_store
 from protocol import RpcRequest
@@ -183,3 +184,14 @@ async def test_the_view_carries_level_points_stored_value_and_passes(db):
     assert view["stored_value"]["principal_fen"] == 50000
     assert view["stored_value"]["total_fen"] == 50000 + view["stored_value"]["bonus_fen"]
     assert [(p["name"], p["remaining"]) for p in view["passes"]] == [("洗护10次", 10)]
+
+
+async def test_a_failing_creation_listener_leaves_no_member_behind(db, monkeypatch):
+    async def refuses(session, member):
+        raise RpcError("welcome gift stock is empty")
+
+    monkeypatch.setattr(members_module, "_CREATED_LISTENERS", (refuses,))
+    reply = await _call(RpcServer(db), "member.register", {"phone": "13812345678"})
+    assert not reply.ok
+    assert reply.error == "welcome gift stock is empty"
+    assert await _count(db) == 0  # on SQLite too: the savepoint is not the outermost transaction
