@@ -186,23 +186,27 @@ class Discovery:
         self._stack.push_async_callback(ad.close)
         log.info("announced as %s on port %d", ad.name, port)
 
+    async def _start_mdns(self) -> None:
+        zc = self._zc
+        if zc is None:
+            try:
+                zc = AsyncZeroconf()
+            except (ZeroconfError, OSError) as err:
+                log.warning("no mDNS on this machine (%s): no LAN discovery or announcement", err)
+                return
+            self._stack.push_async_callback(zc.async_close)
+        if self._settings.mdns_browse:
+            self._tasks.append(asyncio.create_task(self._browse_loop(zc), name="device-browse"))
+        if self._settings.advertise:
+            await self._advertise(zc)
+
     async def __aenter__(self) -> Discovery:
-        if not self._settings.enabled:
-            return self
-        self._tasks.append(asyncio.create_task(self._rescan_loop(), name="device-rescan"))
-        if self._settings.advertise or self._settings.mdns_browse:
-            zc = self._zc
-            if zc is None:
-                try:
-                    zc = AsyncZeroconf()
-                except (ZeroconfError, OSError) as err:
-                    log.warning("no mDNS on this machine (%s): no LAN discovery or announcement", err)
-                    return self
-                self._stack.push_async_callback(zc.async_close)
-            if self._settings.advertise:
-                await self._advertise(zc)
-            if self._settings.mdns_browse:
-                self._tasks.append(asyncio.create_task(self._browse_loop(zc), name="device-browse"))
+        # Everything runs in tasks: mDNS probing takes a second or two, and the daemon must be
+        # up (and stoppable) at once.
+        if self._settings.enabled:
+            self._tasks.append(asyncio.create_task(self._rescan_loop(), name="device-rescan"))
+            if self._settings.advertise or self._settings.mdns_browse:
+                self._tasks.append(asyncio.create_task(self._start_mdns(), name="mdns-start"))
         return self
 
     async def __aexit__(
