@@ -45,7 +45,7 @@ def _upgrade(connection: Connection) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["connection"] = connection
-    # "heads": domains add their tables on branches off a common revision until merged.
+    # "heads": a domain built on a branch is migrated before its branch is merged.
     command.upgrade(cfg, "heads")
 
 
