@@ -128,6 +128,24 @@ def principal(request: web.Request) -> auth.Principal:
     return request[PRINCIPAL]
 
 
+def actor(request: web.Request) -> str:
+    """How ledgers and audits name the signed-in head-office user."""
+    return f"user:{principal(request).name}"
+
+
+def bad_query(detail: str) -> ProblemError:
+    """A 400 for a malformed query parameter."""
+    return ProblemError(Problem(title="Bad query", status=400, detail=detail))
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high], or a 400 that says so."""
+    raw = request.query.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise bad_query(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
 async def health(request: web.Request) -> web.Response:
     """200 when database and broker link work, 503 otherwise."""
     db_ok = True

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 
 from hub import levels, levels_jobs, points
-from hub.api import DB, ProblemError, principal, read_body
+from hub.api import DB, bad_query, principal, query_int, read_body
 from hub.db import AsyncSession
 from hub.errors import HubError
 from hub.loyalty_rules import (
@@ -29,7 +29,6 @@ from hub.loyalty_rules import (
 )
 from hub.members import get_member
 from hub.points import PointsLedger, PointsLot
-from protocol import Problem
 
 __all__ = ["add_routes"]
 
@@ -57,17 +56,6 @@ class AdjustIn(BaseModel):
         return value
 
 
-def _bad(detail: str) -> ProblemError:
-    return ProblemError(Problem(title="Bad query", status=400, detail=detail))
-
-
-def _int(request: web.Request, name: str, default: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > high:
-        raise _bad(f"{name} must be a whole number from 0 to {high}")
-    return int(raw)
-
-
 def _day(request: web.Request) -> date:
     raw = request.query.get("day")
     if raw is None:
@@ -75,7 +63,7 @@ def _day(request: web.Request) -> date:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise _bad(f"day must be a date like 2026-11-23, got {raw!r}") from None
+        raise bad_query(f"day must be a date like 2026-11-23, got {raw!r}") from None
 
 
 def _entry(row: PointsLedger) -> dict[str, Any]:
@@ -188,8 +176,8 @@ async def _points_view(session: AsyncSession, member_id: str, limit: int, offset
 async def get_member_points(request: web.Request) -> web.Response:
     """A member's balance, open lots (soonest expiry first) and ledger (newest first, paged)."""
     principal(request).require("loyalty.read")
-    limit = max(1, _int(request, "limit", 100, _MAX_PAGE))
-    offset = _int(request, "offset", 0, 10**9)
+    limit = max(1, query_int(request, "limit", 100, 0, _MAX_PAGE))
+    offset = query_int(request, "offset", 0, 0, 10**9)
     async with request.app[DB].session() as session:
         view = await _points_view(session, request.match_info["member_id"], limit, offset)
     return web.json_response(view)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from hub.api import DB, ProblemError, principal, read_body
+from hub.api import DB, ProblemError, principal, query_int, read_body
 from hub.auth import Principal
 from hub.errors import NotFound
 from hub.member_codes import issue_code
@@ -55,13 +55,6 @@ def _bad(detail: str, status: int = 400) -> ProblemError:
     return ProblemError(
         Problem(title="Bad query" if status == 400 else "Request is invalid", status=status, detail=detail)
     )
-
-
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise _bad(f"{name} must be a whole number from {low} to {high}")
-    return int(raw)
 
 
 def _visible(who: Principal, member: Member) -> bool:
@@ -147,8 +140,8 @@ async def search(request: web.Request) -> web.Response:
     who = principal(request)
     who.require("members.read")
     query = _query(request, who)
-    limit = _int(request, "limit", 50, 1, MAX_PAGE)
-    offset = _int(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", 50, 1, MAX_PAGE)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     async with request.app[DB].session() as session:
         try:
             rows, more = await search_members(session, query, limit=limit, offset=offset)
@@ -164,9 +157,9 @@ async def birthday_list(request: web.Request) -> web.Response:
     """`GET /api/v1/members/birthdays?days=7&from=`: birthdays from `from` (today) for `days` days."""
     who = principal(request)
     who.require("members.read")
-    days = _int(request, "days", 7, 1, MAX_BIRTHDAY_DAYS)
-    limit = _int(request, "limit", 100, 1, MAX_PAGE)
-    offset = _int(request, "offset", 0, 0, 10**9)
+    days = query_int(request, "days", 7, 1, MAX_BIRTHDAY_DAYS)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     raw = request.query.get("from")
     try:
         first = date.fromisoformat(raw) if raw else datetime.now(UTC).astimezone(_OFFICE_TZ).date()

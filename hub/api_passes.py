@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from hub.api import DB, ProblemError, principal, read_body
+from hub.api import DB, ProblemError, actor, principal, read_body
 from hub.errors import NotFound
 from hub.passes import (
     ProductSpec,
@@ -88,10 +88,6 @@ def _product(row: PassProduct, status: int = 200) -> web.Response:
     return web.json_response(text=ProductOut.model_validate(row).model_dump_json(), status=status)
 
 
-def _actor(request: web.Request) -> str:
-    return f"user:{principal(request).name}"
-
-
 async def get_products(request: web.Request) -> web.Response:
     """Every pass product; `?active=true` leaves the retired ones out."""
     principal(request).require("passes.read")
@@ -162,7 +158,7 @@ async def post_member_pass(request: web.Request) -> web.Response:
             session,
             body.product_code,
             request.match_info["member_id"],
-            actor=_actor(request),
+            actor=actor(request),
             reason=body.reason,
             quantity=body.quantity,
             store=body.store,
@@ -189,7 +185,7 @@ async def post_transfer(request: web.Request) -> web.Response:
             session,
             request.match_info["pass_id"],
             body.to_member_id,
-            actor=_actor(request),
+            actor=actor(request),
             reason=body.reason,
         )
         out = summary(moved)
@@ -203,7 +199,7 @@ async def post_revoke(request: web.Request) -> web.Response:
     pass_id = request.match_info["pass_id"]
     async with request.app[DB].session() as session, session.begin():
         await get_pass(session, pass_id)
-        if await revoke_pass(session, pass_id, actor=_actor(request), reason=body.reason) is None:
+        if await revoke_pass(session, pass_id, actor=actor(request), reason=body.reason) is None:
             raise ProblemError(Problem(title="Conflict", status=409, detail="the pass was already revoked"))
         out = summary(await get_pass(session, pass_id))
     return web.json_response(out)
@@ -217,7 +213,7 @@ async def post_reverse(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session, session.begin():
         store = await session.scalar(select(PassLedger.store).where(PassLedger.txn_id == txn_id))
         who.require("passes.write", store=store)
-        out = await reverse_use(session, txn_id, actor=_actor(request), reason=body.reason)
+        out = await reverse_use(session, txn_id, actor=actor(request), reason=body.reason)
     return web.json_response(out)
 
 

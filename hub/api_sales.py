@@ -9,10 +9,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Select, func, select
 
-from hub.api import DB, ProblemError, principal
+from hub.api import DB, bad_query, principal, query_int
 from hub.auth import Principal
 from hub.models import HubOrder, HubRefund, Reconciliation
-from protocol import Problem
 
 __all__ = ["add_routes"]
 
@@ -41,10 +40,6 @@ class OrderPage(BaseModel):
     next: int | None
 
 
-def _bad(detail: str) -> ProblemError:
-    return ProblemError(Problem(title="Bad query", status=400, detail=detail))
-
-
 def _day(request: web.Request, name: str) -> date | None:
     raw = request.query.get(name)
     if raw is None:
@@ -52,14 +47,7 @@ def _day(request: web.Request, name: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise _bad(f"{name} must be a date like 2026-11-23, got {raw!r}") from None
-
-
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise _bad(f"{name} must be a whole number from {low} to {high}")
-    return int(raw)
+        raise bad_query(f"{name} must be a date like 2026-11-23, got {raw!r}") from None
 
 
 def _scope(query: Q, column: Any, who: Principal, store: str | None) -> Q:
@@ -86,8 +74,8 @@ async def list_orders(request: web.Request) -> web.Response:
     who = principal(request)
     store = request.query.get("store")
     first, last = _day(request, "from"), _day(request, "to")
-    limit = _int(request, "limit", 100, 1, MAX_PAGE)
-    offset = _int(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     refunded = (
         select(func.coalesce(func.sum(HubRefund.total_fen), 0))
         .where(HubRefund.order_id == HubOrder.id)

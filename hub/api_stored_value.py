@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.api import DB, ProblemError, principal, read_body
+from hub.api import DB, actor, bad_query, principal, query_int, read_body
 from hub.stored_value import Source, load_rules, save_rules, topup
 from hub.stored_value_office import adjust, entry_json, refund_topup, resolve_flag
 from hub.stored_value_report import (
@@ -27,7 +27,6 @@ from hub.stored_value_report import (
     topup_json,
 )
 from hub.stored_value_rules import MAX_TOPUP_FEN, BonusRules
-from protocol import Problem
 
 __all__ = ["add_routes"]
 
@@ -60,21 +59,6 @@ class AdjustIn(ReasonIn):
     bonus_delta_fen: int = Field(0, strict=True, ge=-_MAX_ADJUST_FEN, le=_MAX_ADJUST_FEN)
 
 
-def _bad(detail: str) -> ProblemError:
-    return ProblemError(Problem(title="Bad query", status=400, detail=detail))
-
-
-def _int(request: web.Request, name: str, default: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > high:
-        raise _bad(f"{name} must be a whole number from 0 to {high}")
-    return int(raw)
-
-
-def _actor(request: web.Request) -> str:
-    return f"user:{principal(request).name}"
-
-
 async def get_account(request: web.Request) -> web.Response:
     """A member's balances and top-ups."""
     principal(request).require("stored_value.read")
@@ -86,8 +70,8 @@ async def get_account(request: web.Request) -> web.Response:
 async def get_ledger(request: web.Request) -> web.Response:
     """A member's ledger, newest first; pass `next` as `offset` for the following page."""
     principal(request).require("stored_value.read")
-    limit = max(1, _int(request, "limit", 100, _MAX_PAGE))
-    offset = _int(request, "offset", 0, 10**9)
+    limit = max(1, query_int(request, "limit", 100, 0, _MAX_PAGE))
+    offset = query_int(request, "offset", 0, 0, 10**9)
     async with request.app[DB].session() as session:
         member_id, rows, more = await ledger_page(
             session, request.match_info["member_id"], limit=limit, offset=offset
@@ -109,7 +93,7 @@ async def post_topup(request: web.Request) -> web.Response:
             body.amount_fen,
             payment_method=body.payment_method,
             payment_reference=body.payment_reference or None,
-            source=Source(actor=_actor(request)),
+            source=Source(actor=actor(request)),
         )
         answer = {
             "txn_id": done.topup.id,
@@ -126,7 +110,7 @@ async def post_topup_refund(request: web.Request) -> web.Response:
     body = await read_body(request, ReasonIn)
     async with request.app[DB].session() as session, session.begin():
         done = await refund_topup(
-            session, request.match_info["topup_id"], actor=_actor(request), reason=body.reason
+            session, request.match_info["topup_id"], actor=actor(request), reason=body.reason
         )
         answer = {
             "topup_id": done.topup.id,
@@ -149,7 +133,7 @@ async def post_adjustment(request: web.Request) -> web.Response:
             request.match_info["member_id"],
             body.principal_delta_fen,
             body.bonus_delta_fen,
-            actor=_actor(request),
+            actor=actor(request),
             reason=body.reason,
         )
         answer = entry_json(entry)
@@ -169,7 +153,7 @@ async def put_rules(request: web.Request) -> web.Response:
     principal(request).require("stored_value.write")
     rules = await read_body(request, BonusRules)
     async with request.app[DB].session() as session, session.begin():
-        await save_rules(session, rules, actor=_actor(request))
+        await save_rules(session, rules, actor=actor(request))
     return web.json_response(text=rules.model_dump_json())
 
 
@@ -179,11 +163,11 @@ async def get_liability(request: web.Request) -> web.Response:
     who.require("stored_value.read")
     raw = request.query.get("day")
     if raw is None:
-        raise _bad("day is required, like 2026-11-23 (an Asia/Shanghai business day)")
+        raise bad_query("day is required, like 2026-11-23 (an Asia/Shanghai business day)")
     try:
         day = date.fromisoformat(raw)
     except ValueError:
-        raise _bad(f"day must be a date like 2026-11-23, got {raw!r}") from None
+        raise bad_query(f"day must be a date like 2026-11-23, got {raw!r}") from None
     async with request.app[DB].session() as session:
         report = await liability_report(session, day, stores=who.stores)
     return web.json_response(report)
@@ -196,7 +180,7 @@ async def get_flags(request: web.Request) -> web.Response:
     wanted = request.query.get("resolved", "false")
     choices: dict[str, bool | None] = {"false": False, "true": True, "all": None}
     if wanted not in choices:
-        raise _bad("resolved must be false, true or all")
+        raise bad_query("resolved must be false, true or all")
     store = request.query.get("store")
     stores: Any = who.stores
     if store is not None:
@@ -213,9 +197,9 @@ async def post_flag_resolution(request: web.Request) -> web.Response:
     body = await read_body(request, ReasonIn)
     raw = request.match_info["flag_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
-        raise _bad(f"flag id must be a number, got {raw!r}")
+        raise bad_query(f"flag id must be a number, got {raw!r}")
     async with request.app[DB].session() as session, session.begin():
-        flag = await resolve_flag(session, int(raw), actor=_actor(request), resolution=body.reason)
+        flag = await resolve_flag(session, int(raw), actor=actor(request), resolution=body.reason)
         answer = flag_json(flag)
     return web.json_response(answer)
 
