@@ -90,7 +90,7 @@ async def post_scan(request: web.Request) -> web.Response:
 
 async def list_scans(request: web.Request) -> web.Response:
     """The latest scans (newest last), for a till client that reconnected."""
-    return reply_json({"scans": _inputs(request).scans})
+    return reply_json({"scans": list(_inputs(request).scans)})
 
 
 async def scale_weight(request: web.Request) -> web.Response:

@@ -173,7 +173,8 @@ def cmd_devices(args: argparse.Namespace) -> None:
     last = asyncio.run(_with_journal(settings, last_jobs))
     for entry in registry.devices:
         role = registry.role_of(entry) or "-"
-        print(f"{entry.id}  {entry.name}  role={role}  {entry.address}  {entry.paper_mm}mm  {last[entry.id]}")
+        paper = f"{entry.paper_mm}mm  {last[entry.id]}" if entry.kind == "printer" else ""
+        print(f"{entry.id}  {entry.name}  {entry.kind}  role={role}  {entry.address}  {paper}".rstrip())
 
 
 def cmd_devices_add(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -34,7 +35,7 @@ from drivers.keymap import ENTER, TAB
 from drivers.scanner import AimId, Rejection, ScanDecoder, ScanMode, ScanOutcome
 from drivers.serial_scanner import EOL, ETX
 from edge.catalog import Catalog
-from edge.devices import DeviceEntry, DeviceRegistry
+from edge.devices import DeviceEntry, DeviceRegistry, UnknownDevice
 from edge.events import Event, EventBus
 from protocol.aio import cancel_and_wait
 from protocol.backoff import Backoff
@@ -152,7 +153,7 @@ class InputManager:
         self.registry = DeviceRegistry()
         self._readers: dict[str, tuple[DeviceEntry, asyncio.Task[None]]] = {}
         self._health: dict[str, str] = {}
-        self.scans: list[dict[str, Any]] = []
+        self.scans: deque[dict[str, Any]] = deque(maxlen=RECENT_SCANS)
         self._display_task: asyncio.Task[None] | None = None
         self._display_entry: DeviceEntry | None = None
 
@@ -164,7 +165,7 @@ class InputManager:
         """Publish a scan (from a scanner, a phone camera or a file) to every till client."""
         role = self.registry.role_of(device) if device is not None else None
         event = scan_event(code, source=source, catalog=self._catalog(), device=device, role=role, aim=aim)
-        self.scans = [*self.scans[-(RECENT_SCANS - 1) :], event]
+        self.scans.append(event)
         self._bus.publish(Event("scan", event))
         return event
 
@@ -202,7 +203,7 @@ class InputManager:
         """A stable weight from the scale (by id, name or role); DriverError says what is wrong."""
         entry = self.registry.find(key)
         if entry.kind != "scale":
-            raise DriverError(f"device {entry.id} is a {entry.kind}, not a scale")
+            raise UnknownDevice(f"device {entry.id} is a {entry.kind}, not a scale")
         try:
             async with self._open_scale(entry) as scale:
                 reading = await scale.read_weight()
@@ -215,22 +216,32 @@ class InputManager:
     # ------------------------------------------------------------------ pole display
 
     async def _drive_display(self, entry: DeviceEntry) -> None:
-        sub = self._bus.subscribe()
         backoff = Backoff(initial=1.0, cap=30.0)
-        try:
-            while True:
-                try:
-                    async with self._open_display(entry) as display:
-                        self._set_health(entry, "ok")
-                        backoff.connected()
-                        await display.show_lines("Welcome", "")
-                        while True:
-                            await self._show(display, await sub.queue.get())
-                except DriverError as err:
-                    self._set_health(entry, f"offline: {err}")
-                await asyncio.sleep(backoff.next_delay())
-        finally:
-            self._bus.unsubscribe(sub)
+        while True:
+            try:
+                async with self._open_display(entry) as display:
+                    self._set_health(entry, "ok")
+                    backoff.connected()
+                    await display.show_lines("Welcome", "")
+                    await self._follow_till(display)
+            except DriverError as err:
+                self._set_health(entry, f"offline: {err}")
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _follow_till(self, display: SerialCustomerDisplay) -> None:
+        """Show till changes for as long as the display keeps up.
+
+        Subscribed only while the port is open: an unplugged display must not sit on the bus
+        until it overflows and is dropped. If it does fall behind, the stale screens are
+        skipped and it follows again from the next change.
+        """
+        while True:
+            sub = self._bus.subscribe()
+            try:
+                while not sub.overflowed.is_set():
+                    await self._show(display, await sub.queue.get())
+            finally:
+                self._bus.unsubscribe(sub)
 
     def show_test(self) -> None:
         """Put a test screen on the pole display (through its own task, which owns the port)."""

@@ -275,3 +275,45 @@ def test_the_pairing_code_prints_with_a_qr(tmp_path, capsys):
     lines = decode_escpos(job.payload or b"", "gb18030").lines
     assert f"{code[:3]} {code[3:]}" in "\n".join(lines)
     assert any(line.startswith("[QR") and "api=http://192.168.1.20:8700/api/v1" in line for line in lines)
+
+
+async def test_a_pole_display_that_fell_behind_follows_the_till_again():
+    from edge.events import QUEUE_SIZE, Event, EventBus  # noqa: PLC0415
+    from edge.inputs import InputManager  # noqa: PLC0415
+
+    class SlowDisplay:
+        def __init__(self):
+            self.shown: list[tuple[str, int, int]] = []
+            self.stuck = asyncio.Event()
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return None
+
+        async def show_lines(self, top, bottom=""):
+            return None
+
+        async def show(self, name, amount_fen, total_fen, *, sku=None):
+            await self.stuck.wait()  # the serial write hangs until released
+            self.shown.append((name, amount_fen, total_fen))
+
+    display = SlowDisplay()
+    bus = EventBus()
+    inputs = InputManager(bus, lambda: None, open_display=lambda entry: display)
+    entry = DeviceEntry(id="pole", name="客显", kind="display", transport="serial", path="/dev/null")
+
+    def order(total: int) -> Event:
+        line = {"name": "Cola", "total_fen": total, "sku": "C1"}
+        return Event("order.updated", {"status": "open", "lines": [line], "total_fen": total}, order_id="o1")
+
+    async with inputs:
+        await inputs.apply(DeviceRegistry(devices=[entry]))
+        await _until(lambda: len(bus) == 1)
+        for total in range(QUEUE_SIZE + 10):  # more than the bus keeps for a slow subscriber
+            bus.publish(order(total))
+        display.stuck.set()
+        await _until(lambda: len(bus) == 1)  # subscribed again after being dropped
+        bus.publish(order(99_999))
+        await _until(lambda: display.shown and display.shown[-1][2] == 99_999)
