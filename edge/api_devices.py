@@ -3,7 +3,6 @@ the cash drawer and the customer display page."""
 
 from __future__ import annotations
 
-import asyncio
 from importlib import resources
 
 from aiohttp import web
@@ -70,8 +69,8 @@ async def device_preview(request: web.Request) -> web.Response:
 
 async def discovered(request: web.Request) -> web.Response:
     """What discovery sees plugged in or on the LAN now, and whether each is registered."""
-    discovery = request.app[DEVICES].discovery
-    found = await asyncio.to_thread(discovery.describe) if discovery is not None else []
+    devices = request.app[DEVICES]
+    found = devices.discovery.describe(devices.registry) if devices.discovery is not None else []
     return reply_json({"devices": found})
 
 

@@ -95,9 +95,8 @@ class Discovery:
         """Every device present now, local and on the LAN."""
         return [*self.inventory.devices.values(), *self.network.values()]
 
-    def describe(self) -> list[dict[str, Any]]:
-        """What the API shows: each device and whether it is registered already."""
-        registry = load_registry(self._state_dir)
+    def describe(self, registry: DeviceRegistry) -> list[dict[str, Any]]:
+        """What the API shows: each device and whether `registry` has it already."""
         known = {e.id for e in registry.devices} | {e.path for e in registry.devices if e.path}
         out = []
         for d in self.found:

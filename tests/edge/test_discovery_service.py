@@ -46,7 +46,10 @@ async def test_a_lan_printer_becomes_the_receipt_printer_and_the_gateway_is_anno
             await _until(lambda: load_registry(tmp_path).by_role("receipt") is not None)
             printer = load_registry(tmp_path).by_role("receipt")
             assert (printer.host, printer.port, printer.transport) == ("127.0.0.1", sim.port, "network")
-            assert any(d["registered"] and d["kind"] == "printer" for d in discovery.describe())
+            assert any(
+                d["registered"] and d["kind"] == "printer"
+                for d in discovery.describe(load_registry(tmp_path))
+            )
             while (event := await next_event(gateways, "added")).device.properties.get("store") != store:
                 pass
             assert event.device.port == 8700
