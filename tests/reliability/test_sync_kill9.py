@@ -8,6 +8,7 @@ the hub must hold every order exactly once with the exact total.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sqlite3
@@ -85,7 +86,14 @@ async def test_kill_9_of_edge_and_hub_during_sync_is_exact(tmp_path, pg_database
         for _ in range(ROUNDS):
             edge = edge if edge is not None and edge.returncode is None else await _spawn("edge", edge_toml)
             hub = hub if hub is not None and hub.returncode is None else await _spawn("hub", hub_toml)
-            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            # Kill soon after the sync (re)starts: the hub drains thousands of orders a second,
+            # so a fixed 1-3 s wait could land after the outbox is already empty.
+            before = await asyncio.to_thread(_pending, journal)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(rng.uniform(1.0, 3.0)):
+                    while before and await asyncio.to_thread(_pending, journal) == before:
+                        await asyncio.sleep(0.05)
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
             pending_at_kill.append(await asyncio.to_thread(_pending, journal))
             if rng.random() < 0.5:
                 await _kill(edge)
