@@ -112,6 +112,8 @@ def _price_change_and_hub_restart(info: dict[str, Any], demo_pid: int) -> None:
     orders = _hub_orders(info)
     assert sorted(o["total_fen"] for o in orders) == [250, 250, 250, 250, 300, 600]
     assert len({o["id"] for o in orders}) == 6
+    # The hub commits before its ack reaches the edge: give the ack its moment.
+    _until(lambda: _get(edge + "/status")[2]["outbox_pending"] == 0, 10, "the edge never got the hub's ack")
     status = _get(edge + "/status")[2]
     assert status["outbox_pending"] == 0
 
