@@ -26,6 +26,7 @@ from edge.errors import TillError
 from edge.events import EventBus
 from edge.hublink import HubLink
 from edge.journal import Journal
+from edge.members import MemberDesk
 from edge.rpc import HubUnreachable, RpcClient, RpcFailed
 from edge.snapshots import Snapshots
 from edge.till import Idempotency, Reply, Till
@@ -46,6 +47,7 @@ BUS = web.AppKey("bus", EventBus)
 PAIRING = web.AppKey("pairing", access.PairingGuard)
 RPC = web.AppKey("rpc", RpcClient)
 DEVICES = web.AppKey("devices", DeviceManager)
+MEMBERS = web.AppKey("members", MemberDesk)
 PRINCIPAL = web.RequestKey("principal", access.Principal)
 TOKEN = web.RequestKey("token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -325,7 +327,7 @@ def make_app(
     devices: DeviceManager,
 ) -> web.Application:
     """Build the local API around the daemon's shared parts."""
-    from edge import api_devices, api_till  # noqa: PLC0415 - they import helpers from this module
+    from edge import api_devices, api_members, api_till  # noqa: PLC0415 - they import helpers from this module
 
     app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=1024**2)
     app[SETTINGS] = settings
@@ -336,6 +338,7 @@ def make_app(
     app[BUS] = bus
     app[RPC] = rpc
     app[DEVICES] = devices
+    app[MEMBERS] = MemberDesk(till, rpc, lambda: snapshots.offline_policy(settings.offline))
     app[PAIRING] = access.PairingGuard()
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/openapi.json", openapi)
@@ -346,4 +349,5 @@ def make_app(
     app.router.add_get("/api/v1/messages", messages)
     api_till.add_routes(app)
     api_devices.add_routes(app)
+    api_members.add_routes(app)
     return app

@@ -14,6 +14,7 @@ from pydantic import Field, StrictInt, model_validator
 
 from edge.api import (
     BUS,
+    MEMBERS,
     SETTINGS,
     SNAPSHOTS,
     TILL,
@@ -27,7 +28,7 @@ from edge.api import (
 )
 from edge.catalog import Catalog, CatalogError, Product
 from edge.errors import TillError
-from edge.orders import OrderLine, TenderMethod
+from edge.orders import MEMBER_METHODS, OrderLine, TenderMethod
 from edge.receipt import receipt
 from protocol import new_id
 from protocol.barcodes import BarcodeError
@@ -90,11 +91,24 @@ class ReasonIn(Body):
 
 
 class PaymentIn(Body):
-    """A tender: cash (what was handed over) or an external method with its reference."""
+    """A tender: cash (what was handed over), an external method with its reference, or the
+    attached member's stored value (`amount_fen`) or points (`points`), debited at the hub."""
 
     method: TenderMethod
-    amount_fen: StrictInt = Field(gt=0, le=100_000_000)
+    amount_fen: StrictInt | None = Field(None, gt=0, le=100_000_000)
+    points: StrictInt | None = Field(None, gt=0, le=100_000_000)
     reference: str | None = Field(None, min_length=1, max_length=64, pattern=_TEXT)
+
+    @model_validator(mode="after")
+    def _amount(self) -> PaymentIn:
+        if self.method == "points":
+            if self.points is None or self.amount_fen is not None:
+                raise ValueError("a points payment gives points (the hub says what they pay), not amount_fen")
+        elif self.amount_fen is None or self.points is not None:
+            raise ValueError(f"a {self.method} payment gives amount_fen")
+        if self.method in MEMBER_METHODS and self.reference is not None:
+            raise ValueError("the reference of a member-account payment comes from the hub; leave it out")
+        return self
 
 
 class RefundLineIn(Body):
@@ -217,6 +231,7 @@ def _build_line(catalog: Catalog, body: LineIn) -> OrderLine:
         note=body.note,
         list_price_fen=price,
         store_price_fen=None if product.open_price else catalog.store_price_fen(product.sku),
+        member_price_fen=None if product.open_price else product.member_price_fen,
         label_price_fen=label_price,
     )
 
@@ -307,13 +322,15 @@ async def void_order(request: web.Request) -> web.Response:
 async def pay(request: web.Request) -> web.Response:
     """Apply a payment; the order closes when fully paid."""
     body, staff, idem = await staff_command(request, PaymentIn, "order.pay")
+    order_id = request.match_info["order_id"]
+    if body.method in MEMBER_METHODS:
+        reply = await request.app[MEMBERS].pay(
+            order_id, staff, method=body.method, amount_fen=body.amount_fen, points=body.points, idem=idem
+        )
+        return answer(reply)
+    assert body.amount_fen is not None  # noqa: S101 - checked by PaymentIn
     reply = await request.app[TILL].pay(
-        request.match_info["order_id"],
-        staff,
-        method=body.method,
-        amount_fen=body.amount_fen,
-        reference=body.reference,
-        idem=idem,
+        order_id, staff, method=body.method, amount_fen=body.amount_fen, reference=body.reference, idem=idem
     )
     return answer(reply)
 

@@ -84,6 +84,7 @@ class Product(BaseModel):
     variant: str | None = None
     pinyin: str = Field(default="", pattern=r"^[a-z0-9]*$")
     cost_fen: _NonNegativeInt | None = None
+    member_price_fen: _NonNegativeInt | None = None  # for levels that use the member price list
     active: bool = True
 
     @field_validator("sku")

@@ -43,6 +43,7 @@ _COLUMNS = (
     "variant_of",
     "variant",
     "cost",
+    "member_price",
 )
 # Spreadsheet users write units in Chinese; the model only knows two.
 _UNITS = {
@@ -60,7 +61,7 @@ _BARCODE_SEPARATORS = re.compile(r"[|;；｜]")
 # Excel shows long numbers like 6901234567892 as 6.90123E+12 and saves them that way.
 _SCIENTIFIC = re.compile(r"[0-9](\.[0-9]+)?e\+?[0-9]+", re.IGNORECASE)
 # A model field → the CSV column a spreadsheet user knows it by.
-_FIELD_COLUMNS = {"price_fen": "price", "cost_fen": "cost"}
+_FIELD_COLUMNS = {"price_fen": "price", "cost_fen": "cost", "member_price_fen": "member_price"}
 
 
 def read_catalog_file(path: Path, *, version: int | None = None) -> CatalogDocument:
@@ -259,6 +260,7 @@ _PARSERS = {
     "open_price": _parse_flag,
     "price": _parse_money,
     "cost": _parse_money,
+    "member_price": _parse_money,
     "barcodes": _parse_barcodes,
 }
 

@@ -80,6 +80,12 @@ class DeviceManager:
                 view = load_shift(conn, ref).view()
                 report = printing.shift_report(view, zone=self._zone, store_name=name, printed_at=self._now())
                 return encode(report, profile)
+            if kind == "topup":
+                row = conn.execute("SELECT doc FROM topups WHERE id = ?", (ref,)).fetchone()
+                if row is None:
+                    raise ValueError(f"no top-up {ref} in the journal")
+                slip = printing.topup_slip(json.loads(row[0]), store_name=name, zone=self._zone)
+                return encode(slip, profile)
             order = load_order(conn, ref)
             if kind in ("receipt", "reprint"):
                 data = receipt(order, store_name=name, zone=self._zone, reprint=kind == "reprint")

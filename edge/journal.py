@@ -135,6 +135,15 @@ _MIGRATIONS: list[str] = [
     """
     CREATE TABLE kitchen_sent (order_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT;
     """,
+    # 6: stored-value top-ups taken at this till (the hub holds the balance; this is the slip)
+    """
+    CREATE TABLE topups (
+        id TEXT PRIMARY KEY,
+        shift_id TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        doc TEXT NOT NULL
+    ) STRICT;
+    """,
 ]
 
 

@@ -15,12 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import TillError
 from protocol import UtcDatetime
-from protocol.pricing import Counted, PriceLine, Quantity, line_refund_fen, price_cart, refund_split
+from protocol.pricing import (
+    Counted,
+    MemberPricing,
+    PriceLine,
+    Quantity,
+    line_refund_fen,
+    price_cart,
+    refund_split,
+)
 
 __all__ = [
     "MAX_QTY",
     "Order",
     "OrderLine",
+    "OrderMember",
     "OrderStatus",
     "Refund",
     "RefundLine",
@@ -34,8 +43,17 @@ __all__ = [
 
 MAX_QTY = Fraction(9999)
 OrderStatus = Literal["open", "held", "paid", "voided"]
-TenderMethod = Literal["cash", "wechat", "alipay", "unionpay"]
-METHOD_NAMES = {"cash": "现金", "wechat": "微信支付", "alipay": "支付宝", "unionpay": "银联卡"}
+TenderMethod = Literal["cash", "wechat", "alipay", "unionpay", "stored_value", "points"]
+METHOD_NAMES = {
+    "cash": "现金",
+    "wechat": "微信支付",
+    "alipay": "支付宝",
+    "unionpay": "银联卡",
+    "stored_value": "会员储值",
+    "points": "积分抵现",
+}
+# Paid from the member's account at the hub: the till takes them only through the hub's RPC.
+MEMBER_METHODS = frozenset({"stored_value", "points"})
 
 
 class _Doc(BaseModel):
@@ -54,6 +72,7 @@ class OrderLine(_Doc):
     note: str = ""
     list_price_fen: int
     store_price_fen: int | None = None
+    member_price_fen: int | None = None
     override_price_fen: int | None = None
     override_by: str | None = None
     label_price_fen: int | None = None
@@ -99,6 +118,35 @@ class Refund(_Doc):
     total_fen: int
 
 
+class OrderMember(_Doc):
+    """The member attached to an order, as the hub described them at lookup.
+
+    The level's benefits price the order (`MemberPricing`); points and the stored-value
+    balance are what the member had at lookup, for the cashier's screen (the hub checks
+    the real balance on every debit).
+    """
+
+    id: str
+    phone_masked: str = ""
+    name: str = ""
+    level: str | None = None
+    level_name: str = ""
+    discount_bp: int = Field(10_000, ge=1, le=10_000)
+    member_prices: bool = False
+    points: int = 0
+    stored_value_fen: int = 0
+    looked_up_at: UtcDatetime
+
+    @property
+    def pricing(self) -> MemberPricing:
+        """The level's benefits as the pricing function takes them."""
+        return MemberPricing(
+            level=self.level_name or self.level or "",
+            discount_bp=self.discount_bp,
+            member_prices=self.member_prices,
+        )
+
+
 class Order(_Doc):
     """A till order from opening to paid (or voided), plus its refunds."""
 
@@ -113,6 +161,7 @@ class Order(_Doc):
     shift_id: str | None = None
     note: str = ""
     member_id: str | None = None
+    member: OrderMember | None = None
     lines: list[OrderLine] = Field(default_factory=list)
     subtotal_fen: int = 0
     discount_fen: int = 0
@@ -174,11 +223,13 @@ def reprice(order: Order) -> Order:
                 qty=line.qty,
                 list_price_fen=line.list_price_fen,
                 store_price_fen=line.store_price_fen,
+                member_price_fen=line.member_price_fen,
                 override_price_fen=line.override_price_fen,
                 fixed_total_fen=line.label_price_fen,
             )
             for line in order.lines
-        ]
+        ],
+        order.member.pricing if order.member is not None else None,
     )
     priced = {p.line_id: p for p in cart.lines}
     lines = [

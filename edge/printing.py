@@ -37,6 +37,7 @@ __all__ = [
     "refund_receipt",
     "sales_receipt",
     "shift_report",
+    "topup_slip",
 ]
 
 Paper: TypeAlias = PrinterProfile | int
@@ -169,7 +170,7 @@ def sales_receipt(receipt: Mapping[str, Any], *, paper: Paper, footer: str = DEF
             ("营业日", receipt["business_day"]),
             ("时间", receipt["closed_at"] or receipt["opened_at"]),
             ("收银员", receipt["cashier"]),
-            ("会员", receipt.get("member_id")),
+            ("会员", receipt.get("member") or receipt.get("member_id")),
         ]
     )
     doc += [Rule(), _item_header("数量×单价", "金额", wide=wide), Rule()]
@@ -178,6 +179,8 @@ def sales_receipt(receipt: Mapping[str, Any], *, paper: Paper, footer: str = DEF
     doc += [Rule(), _row("小计", format_yuan(receipt["subtotal_fen"]))]
     if receipt["discount_fen"]:
         doc.append(_row("优惠", format_yuan(-receipt["discount_fen"])))
+    if receipt.get("member_saved_fen"):
+        doc.append(_row("会员价已省", format_yuan(receipt["member_saved_fen"])))
     doc += [
         Text(f"合计 {format_yuan(receipt['total_fen'])}", width=2, height=2, bold=True, align="right"),
         Rule(),
@@ -245,6 +248,43 @@ def refund_receipt(
     return doc
 
 
+def topup_slip(
+    topup: Mapping[str, Any], *, store_name: str, zone: ZoneInfo, footer: str = DEFAULT_FOOTER
+) -> list[Element]:
+    """The 充值小票 for a stored-value top-up the till recorded (`Till.record_topup`)."""
+    balance = topup.get("balance") or {}
+    doc: list[Element] = [
+        Text(store_name, width=2, height=2, bold=True, align="center"),
+        Text("会员充值 TOP-UP", height=2, bold=True, align="center"),
+    ]
+    doc += _facts(
+        [
+            ("时间", _local(topup["ts"], zone)),
+            ("经办人", topup["staff_id"]),
+            ("会员", topup.get("member_masked") or topup["member_id"]),
+            ("交易号", _mask(topup["id"])),
+        ]
+    )
+    doc += [Rule(), _row("充值金额", format_yuan(topup["amount_fen"]), bold=True)]
+    if topup.get("bonus_fen"):
+        doc.append(_row("赠送金额", format_yuan(topup["bonus_fen"])))
+    doc.append(
+        _row(f"付款 {METHOD_NAMES.get(topup['method'], topup['method'])}", format_yuan(topup["amount_fen"]))
+    )
+    reference = _mask(topup.get("reference"))
+    if reference:
+        doc.append(Text(f"  交易号 {reference}"))
+    if "total_fen" in balance:
+        doc += [
+            Rule(),
+            _row("储值余额", format_yuan(balance["total_fen"]), bold=True),
+            _row("  其中本金", format_yuan(balance.get("principal_fen", 0))),
+            _row("  其中赠送", format_yuan(balance.get("bonus_fen", 0))),
+        ]
+    doc += [Rule(), Text("持卡人签字:"), Feed(2), Text(footer, align="center"), Cut()]
+    return doc
+
+
 def queue_ticket(
     number: str,
     *,
@@ -308,7 +348,10 @@ def shift_report(
     )
     doc += [Rule(), _row("订单数", str(view["orders"])), _row("备用金", format_yuan(view["float_fen"]))]
     doc += [Text("销售", bold=True), *_per_method(view["sales"])]
-    doc += [Text("退款", bold=True), *_per_method(view["refunds"]), Rule()]
+    doc += [Text("退款", bold=True), *_per_method(view["refunds"])]
+    if view.get("topups"):
+        doc += [Text("会员充值", bold=True), *_per_method(view["topups"])]
+    doc.append(Rule())
     doc.append(_row("应有现金", format_yuan(view["expected_cash_fen"]), bold=True))
     counted = view.get("counted_cash_fen")
     doc.append(_row("实点现金", "未清点" if counted is None else format_yuan(counted), bold=True))

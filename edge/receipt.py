@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.orders import METHOD_NAMES, Order
-from protocol import format_qty, format_yuan
+from protocol import format_qty, format_yuan, mul_fraction
 
 __all__ = ["receipt"]
 
@@ -23,6 +23,24 @@ def _local(ts: datetime | None, zone: ZoneInfo) -> str | None:
     return ts.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if ts else None
 
 
+def _member(order: Order) -> str | None:
+    """The masked phone and level printed for the member (never the full number)."""
+    member = order.member
+    if member is None:
+        return None
+    return " ".join(x for x in (member.phone_masked, member.level_name) if x) or member.id
+
+
+def _member_saved(order: Order) -> int:
+    """What member pricing took off the store/list prices of the lines it priced."""
+    saved = 0
+    for line in order.lines:
+        if line.price_source == "member":
+            base = line.store_price_fen if line.store_price_fen is not None else line.list_price_fen
+            saved += mul_fraction(base, line.qty) - line.total_fen
+    return saved
+
+
 def receipt(order: Order, *, store_name: str, zone: ZoneInfo, reprint: bool = False) -> dict[str, Any]:
     """Header, lines, totals, tenders and refunds, amounts in fen plus display text."""
     return {
@@ -36,6 +54,8 @@ def receipt(order: Order, *, store_name: str, zone: ZoneInfo, reprint: bool = Fa
         "status": order.status,
         "cashier": order.opened_by,
         "member_id": order.member_id,
+        "member": _member(order),
+        "member_saved_fen": _member_saved(order),
         "note": order.note or None,
         "lines": [
             {

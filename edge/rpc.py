@@ -42,6 +42,9 @@ class OfflinePolicy(BaseModel):
     stored_value: Rule = "refuse"
     coupons: Rule = "refuse"
     points: Rule = "refuse"
+    # With stored_value = "allow": the most one member may pay from stored value at this
+    # till while the hub is away, also capped by the balance the member had at lookup.
+    stored_value_offline_max_fen: int = Field(20_000, ge=0, le=1_000_000)
     timeout_s: float = Field(3.0, ge=0.5, le=30, description="deadline of one request to the hub")
 
     def allows(self, method: str) -> bool:

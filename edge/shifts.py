@@ -24,6 +24,7 @@ class Shift(BaseModel):
     float_fen: int
     sales: dict[str, int] = {}
     refunds: dict[str, int] = {}
+    topups: dict[str, int] = {}  # stored-value top-ups taken at this till (充值), per tender
     orders: int = 0
     closed_at: UtcDatetime | None = None
     closed_by: str | None = None
@@ -31,8 +32,9 @@ class Shift(BaseModel):
 
     @property
     def expected_cash_fen(self) -> int:
-        """Float plus cash taken minus cash given back."""
-        return self.float_fen + self.sales.get("cash", 0) - self.refunds.get("cash", 0)
+        """Float plus cash taken (sales and top-ups) minus cash given back."""
+        cash_in = self.sales.get("cash", 0) + self.topups.get("cash", 0)
+        return self.float_fen + cash_in - self.refunds.get("cash", 0)
 
     def view(self) -> dict[str, Any]:
         """JSON for the API, with the derived expected cash and difference."""

@@ -15,7 +15,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +28,7 @@ from edge.journal import Journal, append_event
 from edge.orders import (
     Order,
     OrderLine,
+    OrderMember,
     TenderMethod,
     add_line,
     apply_payment,
@@ -38,7 +39,7 @@ from edge.orders import (
 from edge.shifts import Shift, add_to, load_open_shift, save_shift
 from protocol import business_day, new_id
 
-__all__ = ["Idempotency", "QueuePrint", "Reply", "Till", "load_order", "write_audit"]
+__all__ = ["OFFLINE_PREFIX", "Idempotency", "QueuePrint", "Reply", "Till", "load_order", "write_audit"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,10 @@ def write_audit(
         "INSERT INTO audit (ts, staff_id, action, order_id, detail) VALUES (?, ?, ?, ?, ?)",
         (_now().isoformat(), staff_id, action, order_id, detail),
     )
+
+
+OFFLINE_PREFIX = "offline:"  # reference of a stored-value tender taken while the hub was away
+OFFLINE_WINDOW = timedelta(days=2)  # how far back offline payments count against the allowance
 
 
 class Till:
@@ -220,6 +225,48 @@ class Till:
     async def current_shift(self) -> Shift | None:
         """The open shift, if any."""
         return await self._journal.read(load_open_shift)
+
+    async def stored_reply(self, idem: Idempotency | None) -> Reply | None:
+        """The reply already given to this request, if any (before asking the hub again)."""
+        if idem is None:
+            return None
+
+        def work(conn: sqlite3.Connection) -> Reply | None:
+            row = conn.execute(
+                "SELECT request_hash, status, response FROM idempotency WHERE key = ?", (idem.key,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] != idem.request_hash:
+                raise TillError("this Idempotency-Key was already used for a different request", status=422)
+            return Reply(row[1], json.loads(row[2]))
+
+        return await self._journal.read(work)
+
+    async def offline_stored_value_fen(self, member_id: str) -> int:
+        """Stored value this till took from the member offline and the hub has not confirmed yet.
+
+        Counted from the orders still waiting in the outbox, so the offline allowance holds
+        across several sales while the hub is away.
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT doc FROM orders WHERE status IN ('open', 'held', 'paid') AND updated_at >= ?",
+                ((_now() - OFFLINE_WINDOW).isoformat(),),
+            )
+            total = 0
+            for (doc,) in rows:
+                order = Order.model_validate_json(doc)
+                if order.member_id == member_id:
+                    total += sum(
+                        t.amount_fen - t.refunded_fen
+                        for t in order.tenders
+                        if t.method == "stored_value" and (t.reference or "").startswith(OFFLINE_PREFIX)
+                    )
+            return total
+
+        return await self._journal.read(work)
 
     # ------------------------------------------------------------------ orders
 
@@ -333,8 +380,30 @@ class Till:
             if note is not None:
                 changes["note"] = note
             if member_id is not None:
+                if order.member is not None and order.member.id != member_id:
+                    raise TillError(
+                        f"order {order.number:04d} has member {order.member.phone_masked} with their prices;"
+                        " remove them first (DELETE /api/v1/orders/{id}/member)",
+                        status=409,
+                    )
                 changes["member_id"] = member_id
             return order.model_copy(update=changes)
+
+        return await self._change(order_id, rule, idem)
+
+    async def set_member(self, order_id: str, member: OrderMember | None, idem: Idempotency | None) -> Reply:
+        """Attach a looked-up member (their level prices the order) or take them off again."""
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            if order.status not in ("open", "held"):
+                raise TillError(f"order {order.number:04d} is {order.status}; it cannot be changed")
+            if order.tenders:
+                raise TillError(
+                    f"order {order.number:04d} is partly paid; the member must be attached before paying",
+                    status=409,
+                )
+            member_id = member.id if member is not None else None
+            return reprice(order.model_copy(update={"member": member, "member_id": member_id}))
 
         return await self._change(order_id, rule, idem)
 
@@ -447,6 +516,62 @@ class Till:
             if job is None:
                 raise TillError("this store has no receipt printer; the drawer opens through it")
             return Reply(202, {"job": job, "staff": staff.id, "reason": reason.strip()})
+
+        return await self._run(work, idem)
+
+    async def record_topup(
+        self,
+        staff: StaffMember,
+        *,
+        member_id: str,
+        method: TenderMethod,
+        amount_fen: int,
+        reference: str | None,
+        hub_result: dict[str, Any],
+        idem: Idempotency | None,
+    ) -> Reply:
+        """Record a top-up the hub has made: the money goes into the shift, the slip prints.
+
+        Cash opens the drawer (audited). If no shift is open any more, nothing is recorded
+        and the cashier retries with the same Idempotency-Key after opening one; the hub
+        answers that retry with the same top-up instead of making a second.
+        """
+        txn_id = str(hub_result["txn_id"])
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            open_shift = load_open_shift(conn)
+            if open_shift is None:
+                raise TillError(
+                    f"the hub took top-up {txn_id}, but no shift is open to record the money in;"
+                    " open a shift and send the same request again (same Idempotency-Key)"
+                )
+            now = _now()
+            topup = {
+                "id": txn_id,
+                "member_id": member_id,
+                "amount_fen": amount_fen,
+                "bonus_fen": hub_result.get("bonus_fen", 0),
+                "method": method,
+                "reference": reference,
+                "balance": hub_result.get("balance"),
+                "staff_id": staff.id,
+                "shift_id": open_shift.id,
+                "ts": now.isoformat(),
+            }
+            conn.execute(
+                "INSERT INTO topups (id, shift_id, ts, doc) VALUES (?, ?, ?, ?)",
+                (txn_id, open_shift.id, now.isoformat(), json.dumps(topup, ensure_ascii=False)),
+            )
+            topups = add_to(open_shift.topups, method, amount_fen)
+            save_shift(conn, open_shift.model_copy(update={"topups": topups}))
+            write_audit(
+                conn, staff.id, "member.topup", None, f"member {member_id}: {amount_fen} fen {method}"
+            )
+            if method == "cash":
+                self._kick_drawer(conn, staff, f"cash top-up, member {member_id}", None)
+            if self._queue_print is not None:
+                self._queue_print(conn, "receipt", "topup", txn_id)
+            return Reply(201, {"topup": topup})
 
         return await self._run(work, idem)
 

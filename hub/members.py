@@ -6,7 +6,6 @@ passes and segments live in their own modules and refer to `members.id`.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -21,9 +20,11 @@ from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
 from hub.loyalty_hooks import loyalty_member_created, merge_loyalty
 from hub.member_facts import move_member_orders
+from hub.member_tag_tables import merge_tags_and_segments
 from hub.models import Base
 from hub.passes_merge import move_passes
 from hub.stored_value_office import merge_stored_value
+from protocol.phone import mainland_mobile, mask_phone
 
 __all__ = [
     "MERGE_HOOKS",
@@ -51,10 +52,6 @@ __all__ = [
     "update_member",
 ]
 
-# Mainland mobile numbers: 11 digits, 1 then 3-9. Landlines and Hong Kong numbers are not
-# member identities here; a chain that needs them adds a country code column first.
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
-_SEPARATORS = re.compile(r"[\s\-()（）]")
 MAX_NAME = 64
 _OLDEST_BIRTHDAY = date(1900, 1, 1)
 
@@ -65,7 +62,13 @@ _OLDEST_BIRTHDAY = date(1900, 1, 1)
 CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
 MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
 _CREATED_LISTENERS: tuple[CreatedListener, ...] = (loyalty_member_created,)
-MERGE_HOOKS: tuple[MergeHook, ...] = (move_passes, merge_stored_value, merge_loyalty, move_member_orders)
+MERGE_HOOKS: tuple[MergeHook, ...] = (
+    move_passes,
+    merge_stored_value,
+    merge_loyalty,
+    move_member_orders,
+    merge_tags_and_segments,
+)
 
 
 class InvalidMember(ValueError):
@@ -113,21 +116,10 @@ def parse_gender(raw: str) -> Gender:
 
 def normalize_phone(raw: str) -> str:
     """The 11-digit form of a mainland mobile number typed any usual way (+86, spaces, dashes)."""
-    digits = _SEPARATORS.sub("", raw.strip())
-    for prefix in ("+86", "0086", "86"):
-        if digits.startswith(prefix) and len(digits) == 11 + len(prefix):
-            digits = digits[len(prefix) :]
-            break
-    if not _MOBILE.match(digits):
+    digits = mainland_mobile(raw)
+    if digits is None:
         raise InvalidPhone(f"{raw!r} is not a mainland China mobile number (11 digits starting with 13-19)")
     return digits
-
-
-def mask_phone(phone: str | None) -> str:
-    """The phone as a cashier may see it: 138****5678."""
-    if not phone:
-        return ""
-    return f"{phone[:3]}****{phone[-4:]}"
 
 
 def check_name(raw: str) -> str:

@@ -47,6 +47,7 @@ from protocol.money import (
 from protocol.pricing import (
     MAX_QUANTITY,
     Counted,
+    MemberPricing,
     PricedCart,
     PricedLine,
     PriceLine,
@@ -85,6 +86,7 @@ __all__ = [
     "InvalidSnapshotKind",
     "InvalidStoreId",
     "JsonObject",
+    "MemberPricing",
     "PriceLine",
     "PricedCart",
     "PricedLine",

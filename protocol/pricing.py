@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from protocol.models import Fen
-from protocol.money import allocate, format_yuan, mul_fraction
+from protocol.money import allocate, apply_basis_points, format_yuan, mul_fraction
 
 __all__ = [
     "MAX_QUANTITY",
@@ -146,7 +146,8 @@ Counted = Annotated[
 
 _Price = Annotated[Fen, Field(ge=0)]
 _Ident = Annotated[StrictStr, Field(min_length=1, max_length=64)]
-PriceSource = Literal["list", "store", "override", "label"]
+PriceSource = Literal["list", "store", "member", "override", "label"]
+BASIS_POINTS = 10_000
 
 
 class _PricingModel(BaseModel):
@@ -164,6 +165,18 @@ class PriceLine(_PricingModel):
     override_price_fen: _Price | None = None
     fixed_total_fen: _Price | None = None
     cost_fen: _Price | None = None
+    member_price_fen: _Price | None = None
+
+
+class MemberPricing(_PricingModel):
+    """The attached member's level benefits: a discount rate and/or the member price list.
+
+    `discount_bp` is what the member pays (9500 = 95 %, "9.5折"); 10000 is no discount.
+    """
+
+    level: StrictStr = ""
+    discount_bp: Annotated[int, Field(strict=True, ge=1, le=BASIS_POINTS)] = BASIS_POINTS
+    member_prices: bool = False
 
 
 class PricedLine(_PricingModel):
@@ -199,15 +212,33 @@ class PricedCart(_PricingModel):
         return self
 
 
-def _unit_price(line: PriceLine) -> tuple[int, PriceSource]:
+def _unit_price(line: PriceLine, member: MemberPricing | None) -> tuple[int, PriceSource]:
+    """Manual price > member's best (member price list or level discount) > store > list."""
     if line.override_price_fen is not None:
         return line.override_price_fen, "override"
+    base: int = line.list_price_fen
+    source: PriceSource = "list"
     if line.store_price_fen is not None:
-        return line.store_price_fen, "store"
-    return line.list_price_fen, "list"
+        base, source = line.store_price_fen, "store"
+    if member is None:
+        return base, source
+    offers = [apply_basis_points(base, member.discount_bp)]
+    if member.member_prices and line.member_price_fen is not None:
+        offers.append(line.member_price_fen)
+    best = min(offers)
+    return (best, "member") if best < base else (base, source)
 
 
-def _explain(qty: Fraction, unit_fen: int, total_fen: int, source: PriceSource) -> str:
+def _member_note(member: MemberPricing | None, line: PriceLine, unit_fen: int) -> str:
+    if member is None:
+        return "member price"
+    if member.member_prices and line.member_price_fen == unit_fen:
+        return f"{member.level} member price".strip()
+    rate = format_qty(Fraction(member.discount_bp, 1000))  # 9500 -> "9.5折", pays 95 %
+    return f"{member.level} member {rate}折".strip()
+
+
+def _explain(qty: Fraction, unit_fen: int, total_fen: int, source: PriceSource, member_note: str = "") -> str:
     qty_text = format_qty(qty)
     weighed = qty.denominator != 1
     if source == "label":
@@ -219,13 +250,16 @@ def _explain(qty: Fraction, unit_fen: int, total_fen: int, source: PriceSource) 
         text = f"{qty_text} × {format_yuan(unit_fen)}"
     if source == "store":
         return f"{text} (store price)"
+    if source == "member":
+        return f"{text} ({member_note})"
     if source == "override":
         return f"{text} (manual price)"
     return text
 
 
-def _price_line(line: PriceLine) -> PricedLine:
-    unit_fen, source = _unit_price(line)
+def _price_line(line: PriceLine, member: MemberPricing | None) -> PricedLine:
+    unit_fen, source = _unit_price(line, member)
+    note = _member_note(member, line, unit_fen) if source == "member" else ""
     if line.fixed_total_fen is not None:
         total_fen, source = line.fixed_total_fen, "label"
     else:
@@ -237,12 +271,17 @@ def _price_line(line: PriceLine) -> PricedLine:
         unit_price_fen=unit_fen,
         total_fen=total_fen,
         price_source=source,
-        explanation=_explain(line.qty, unit_fen, total_fen, source),
+        explanation=_explain(line.qty, unit_fen, total_fen, source, note),
     )
 
 
-def price_cart(lines: Sequence[PriceLine]) -> PricedCart:
-    """Price a cart: label total > manual price > store price > list price, per line."""
+def price_cart(lines: Sequence[PriceLine], member: MemberPricing | None = None) -> PricedCart:
+    """Price a cart: label total > manual price > member's best > store price > list price, per line.
+
+    With a member attached, each line takes the lower of the level's discount on the
+    store/list price and (if the level uses it) the line's member price; a price that is
+    not lower than the store/list price leaves the line as it was.
+    """
     seen: set[str] = set()
     priced: list[PricedLine] = []
     for index, line in enumerate(lines):
@@ -251,7 +290,7 @@ def price_cart(lines: Sequence[PriceLine]) -> PricedCart:
         if line.line_id in seen:
             raise ValueError(f"line_id {line.line_id!r} appears more than once in the cart")
         seen.add(line.line_id)
-        priced.append(_price_line(line))
+        priced.append(_price_line(line, member))
     subtotal = sum(line.total_fen for line in priced)
     discount = 0
     return PricedCart(
