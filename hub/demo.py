@@ -23,7 +23,10 @@ from hub import auth
 from hub.broker import free_port, port_in_use
 from hub.config import BrokerSettings, HubSettings
 from hub.errors import HubError, NotFound
+from hub.loyalty_rules import LevelsConfig, PointsRules, load_levels, save_setting
 from hub.service import Hub
+from hub.stored_value import save_rules
+from hub.stored_value_rules import BonusRules
 from hub.stores import add_store, list_stores
 from protocol.aio import cancel_and_wait, wait_for_stop_signal
 
@@ -50,6 +53,36 @@ async def _demo_owner(hub: Hub) -> tuple[str, str]:
     user = await auth.authenticate(hub.db, DEMO_USER, password)
     issued = await auth.issue_token(hub.db, user.id, timedelta(days=7))
     return password, issued.token
+
+
+# What a small café chain starts with: top up ¥500 and become gold (9.5折 and member
+# prices), 充500送80 / 充1000送200, 100 points for joining, 100 points pay ¥1.
+_DEMO_LEVELS = {
+    "metric": "topup",
+    "levels": [
+        {"code": "silver", "name": "银卡", "rank": 1, "threshold": 0},
+        {
+            "code": "gold",
+            "name": "金卡",
+            "rank": 2,
+            "threshold": 50_000,
+            "discount_bp": 9500,
+            "member_prices": True,
+        },
+    ],
+}
+_DEMO_BONUS = {"tiers": [{"min_fen": 50_000, "bonus_fen": 8_000}, {"min_fen": 100_000, "bonus_fen": 20_000}]}
+_DEMO_POINTS = {"registration_points": 100}
+
+
+async def _demo_loyalty(hub: Hub) -> None:
+    """Give a new demo chain member rules, so the till's member flow has something to show."""
+    async with hub.db.session() as session, session.begin():
+        if (await load_levels(session)).levels:
+            return  # configured before (maybe changed by hand): keep it
+        await save_setting(session, "levels", LevelsConfig.model_validate(_DEMO_LEVELS), f"user:{DEMO_USER}")
+        await save_setting(session, "points", PointsRules.model_validate(_DEMO_POINTS), f"user:{DEMO_USER}")
+        await save_rules(session, BonusRules.model_validate(_DEMO_BONUS), actor=f"user:{DEMO_USER}")
 
 
 def _edge_toml(mqtt_port: int, password: str, edge_port: int, state: Path) -> str:
@@ -146,6 +179,7 @@ async def _start_store(
     """Register the demo store, set up its edge like an installer would, start it and print how to use it."""
     creds = await add_store(hub.db, DEMO_STORE, DEMO_STORE_NAME, rotate=True)
     password, token = await _demo_owner(hub)
+    await _demo_loyalty(hub)
     edge_port = _port(8700)
     edge_toml = state / "edge.toml"
     toml = _edge_toml(mqtt_port, creds.password, edge_port, state / "edge")
@@ -194,6 +228,7 @@ async def _start_store(
         f"  hub sign-in  user '{DEMO_USER}', password '{password}'\n"
         f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
         f"  till         device token in {demo_json.name}; staff '{DEMO_STAFF}' PIN {staff_pin}\n"
+        f"  members      金卡 at ¥500 topped up (9.5折), 充500送80; walk-through in docs/till.md\n"
         f"  printers     simulated; what they printed:\n"
         f"               storelink-edge --config {edge_toml} devices preview receipt (or kitchen-bar)\n"
         f"  written to   {demo_json}\n"

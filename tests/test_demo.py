@@ -29,12 +29,14 @@ def _get(url: str, token: str | None = None) -> tuple[int, str, dict[str, Any]]:
         return err.code, err.headers.get_content_type(), json.loads(err.read())
 
 
-def _post(url: str, token: str, body: dict[str, Any], method: str = "POST") -> dict[str, Any]:
+def _post(
+    url: str, token: str, body: dict[str, Any], method: str = "POST", *, key: str | None = None
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
     request = urllib.request.Request(  # noqa: S310 - local URL
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method=method,
+        url, data=json.dumps(body).encode(), headers=headers, method=method
     )
     with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
         assert resp.status in (200, 201)
@@ -60,6 +62,41 @@ def _sell_with_demo_credentials(info: dict[str, Any]) -> None:
     assert refund["total_fen"] == 600
     shift = _post(f"{edge}/shifts/current/close", token, {"counted_cash_fen": 20000})["shift"]
     assert (shift["expected_cash_fen"], shift["difference_fen"]) == (20000, 0)
+
+
+def _member_flow(info: dict[str, Any]) -> None:
+    """What docs/till.md shows: register at the till, top up with bonus, pay with points and
+    stored value; the hub's API shows both ledgers."""
+    edge, hub = info["edge_url"] + "/api/v1", info["hub_url"] + "/api/v1"
+    token = _post(
+        edge + "/sessions", info["device_token"], {"staff_id": info["staff_id"], "pin": info["staff_pin"]}
+    )["token"]  # the shift opened by _price_change_and_hub_restart is still open
+    member = _post(edge + "/members", token, {"phone": "139 0000 1234", "name": "演示会员"})
+    assert (member["points"], member["level"]["code"]) == (100, "silver")
+    topup = _post(
+        f"{edge}/members/{member['id']}/topups", token, {"amount_fen": 50000, "method": "cash"}, key="demo-t1"
+    )["topup"]
+    assert (topup["bonus_fen"], topup["balance"]["total_fen"]) == (8000, 58000)
+    order = _post(edge + "/orders", token, {})["order"]
+    _post(f"{edge}/orders/{order['id']}/lines", token, {"barcode": "6954767410388", "qty": 4})
+    order = _post(f"{edge}/orders/{order['id']}/member", token, {"phone": "13900001234"}, key="demo-m1")[
+        "order"
+    ]
+    assert (order["member"]["level"], order["total_fen"]) == ("gold", 952)  # 9.5折 of the ¥2.50 store price
+    pay = f"{edge}/orders/{order['id']}/payments"
+    _post(pay, token, {"method": "points", "points": 100}, key="demo-p1")
+    paid = _post(pay, token, {"method": "stored_value", "amount_fen": 852}, key="demo-s1")["order"]
+    assert paid["status"] == "paid"
+
+    def ledgers() -> tuple[list[str], list[str]]:
+        stored = _get(f"{hub}/members/{member['id']}/stored-value/ledger", info["hub_token"])[2]["items"]
+        points = _get(f"{hub}/members/{member['id']}/points", info["hub_token"])[2]["items"]
+        return [e["kind"] for e in stored], [e["kind"] for e in points]
+
+    _until(lambda: "earn" in ledgers()[1], 10, "the paid order never earned its points at the hub")
+    stored, points = ledgers()
+    assert stored == ["debit", "bonus", "topup"]  # newest first
+    assert points == ["earn", "redeem", "registration"]
 
 
 def _until(check, within: float, what: str) -> None:
@@ -180,6 +217,7 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         assert edge["catalog_version"] is not None
         _sell_with_demo_credentials(info)
         _price_change_and_hub_restart(info, info["demo_pid"])
+        _member_flow(info)
         _printed(tmp_path / "storelink-demo" / "edge.toml")
     finally:
         demo.send_signal(signal.SIGINT)
