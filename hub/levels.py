@@ -5,17 +5,19 @@ configured metric decides the level. Every counter change is a `level_progress` 
 every level change a `level_changes` row with its source, so a level is always explained.
 Events only ever upgrade; only the optional yearly review (`hub.levels_jobs`) demotes.
 
-Other modules use `level_of` (the till prices by it) and `on_topup` (stored value calls it).
+Other modules use `level_of` (the till prices by it), `on_topup` and `on_topup_refund`
+(stored value calls them).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, insert, select, update
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub import points
@@ -30,6 +32,7 @@ __all__ = [
     "LevelChange",
     "LevelProgress",
     "MemberLevel",
+    "TopupReversal",
     "add_progress",
     "effective_level",
     "level_of",
@@ -39,6 +42,7 @@ __all__ = [
     "move_levels",
     "on_member_created",
     "on_topup",
+    "on_topup_refund",
     "review_levels",
 ]
 
@@ -303,6 +307,101 @@ async def on_topup(session: AsyncSession, member_id: str, amount_fen: int, sourc
             now=now,
         )
         await add_progress(session, member.id, source=tag, now=now, points_earned=earned, config=config)
+
+
+@dataclass(frozen=True)
+class TopupReversal:
+    """What a top-up refund took back from levels and points (all zero on a repeated call)."""
+
+    topup_fen: int = 0  # top-up progress taken back
+    points: int = 0  # points the top-up earned, to take back
+    unrecovered: int = 0  # of those, already spent: the balance could not give them back
+
+
+async def on_topup_refund(
+    session: AsyncSession, member_id: str, topup_source: str, refund_source: str
+) -> TopupReversal:
+    """A refunded top-up: take back its top-up progress and the points `on_topup` gave for it.
+
+    Called by the stored-value office in the refund's own transaction. `topup_source` is the
+    source `on_topup` was given (e.g. `stored_value.topup:<id>`); `refund_source` labels the
+    reversal rows and makes the call happen once: a second call with it does nothing. What
+    `on_topup` recorded is found by its source, wherever a member merge moved it. Points are
+    taken from the top-up's own lot first, then earliest expiry first; points the member
+    already spent cannot come back and are counted in `unrecovered` (the level counter
+    still drops by all of them). Like a sale refund, this never demotes: only the review does.
+    """
+    if not topup_source or not refund_source:
+        raise ValueError("a top-up refund needs the top-up's source and its own")
+    member = await get_member(session, member_id)
+    tag, undo = topup_source[:120], refund_source[:120]
+    now = datetime.now(UTC)
+    await lock_level(session, member.id, now)  # level row first, then points: the order everywhere
+    done = await session.scalar(
+        select(LevelProgress.id)
+        .where(
+            LevelProgress.member_id == member.id,
+            LevelProgress.metric == "topup",
+            LevelProgress.source == undo,
+        )
+        .limit(1)
+    )
+    if done is not None:
+        return TopupReversal()
+    sums = dict(
+        (
+            await session.execute(
+                select(LevelProgress.metric, func.coalesce(func.sum(LevelProgress.amount), 0))
+                .where(
+                    LevelProgress.member_id == member.id,  # a merge moves progress to the survivor
+                    LevelProgress.source == tag,
+                    LevelProgress.metric.in_(("topup", "points")),
+                )
+                .group_by(LevelProgress.metric)
+            )
+        ).all()
+    )
+    topup_fen, points_earned = int(sums.get("topup", 0)), int(sums.get("points", 0))
+    if topup_fen <= 0:  # on_topup never saw this top-up: nothing of it to take back
+        log.warning("%s: no top-up progress recorded for %s; nothing reversed", undo, tag)
+        return TopupReversal()
+    config = await load_levels(session)
+    await add_progress(
+        session,
+        member.id,
+        source=undo,
+        now=now,
+        topup_fen=-topup_fen,
+        points_earned=-points_earned,
+        config=config,
+    )
+    lot = (
+        await session.execute(
+            select(points.PointsLot.id, points.PointsLot.points).where(
+                points.PointsLot.member_id == member.id,
+                points.PointsLot.kind == "topup",
+                points.PointsLot.source == tag,
+            )
+        )
+    ).first()  # lots move with a member merge, so the survivor holds it
+    earned, lot_id = (0, None) if lot is None else (int(lot.points), int(lot.id))
+    if earned <= 0:
+        return TopupReversal(topup_fen=topup_fen)
+    debit = await points.debit(
+        session,
+        member.id,
+        earned,
+        kind="reverse",
+        source=undo,
+        now=now,
+        first_lot=lot_id,
+        partial=True,
+        note=f"top-up refund takes back the {earned} points the top-up earned",
+    )
+    unrecovered = earned - debit.points
+    if unrecovered:
+        log.warning("%s: %d points to reverse were already spent by member %s", undo, unrecovered, member.id)
+    return TopupReversal(topup_fen=topup_fen, points=earned, unrecovered=unrecovered)
 
 
 async def on_member_created(session: AsyncSession, member: Member) -> None:

@@ -67,7 +67,7 @@ KINDS = (
     "birthday",  # a level's birthday points (source birthday:<year>)
     "redeem",  # paid at a till (source rpc:<store>:<txn id>)
     "refund_return",  # points paid for a refunded or voided sale come back (source refund:<id> / void:<id>)
-    "reverse",  # points earned on a refunded sale go away (source refund:<id>)
+    "reverse",  # earned on a refunded sale or top-up, taken back (refund:<id>, stored_value.topup_refund:…)
     "expire",  # a lot ran out (source expiry)
     "adjust",  # head office by hand (source user:<name>)
     "merge",  # duplicate members merged (source merge:<other member>)
@@ -367,17 +367,25 @@ async def prepare(session: AsyncSession, member_id: str, now: datetime) -> int:
     return balance
 
 
-async def expire_member(session: AsyncSession, member_id: str, now: datetime) -> tuple[int, int]:
-    """Expire the member's lots due at `now`, one ledger row per lot; return (lots, points)."""
+async def expire_member(
+    session: AsyncSession, member_id: str, now: datetime, *, due_by: datetime | None = None
+) -> tuple[int, int]:
+    """Expire the member's lots due at `due_by` (default `now`), one ledger row per lot; (lots, points).
+
+    The ledger rows are stamped `now`, when the expiry was written.
+    """
     await lock_balance(session, member_id, now)
-    return await _expire_locked(session, member_id, now)
+    return await _expire_locked(session, member_id, now, due_by=due_by)
 
 
-async def _expire_locked(session: AsyncSession, member_id: str, now: datetime) -> tuple[int, int]:
+async def _expire_locked(
+    session: AsyncSession, member_id: str, now: datetime, *, due_by: datetime | None = None
+) -> tuple[int, int]:
+    cutoff = now if due_by is None else min(due_by, now)
     due = (
         await session.execute(
             select(PointsLot.id, PointsLot.remaining, PointsLot.expires_at)
-            .where(PointsLot.member_id == member_id, PointsLot.remaining > 0, PointsLot.expires_at <= now)
+            .where(PointsLot.member_id == member_id, PointsLot.remaining > 0, PointsLot.expires_at <= cutoff)
             .order_by(PointsLot.expires_at, PointsLot.id)
         )
     ).all()
@@ -404,19 +412,28 @@ async def _expire_locked(session: AsyncSession, member_id: str, now: datetime) -
     return len(due), total
 
 
-async def expire_points(session: AsyncSession, now: datetime) -> ExpiryResult:
-    """Expire every lot due at `now` (members in id order, so concurrent runs cannot deadlock)."""
+async def expire_points(
+    session: AsyncSession, now: datetime, *, due_by: datetime | None = None
+) -> ExpiryResult:
+    """Expire every lot due at `due_by` (default `now`); members in id order, so runs cannot deadlock.
+
+    Idempotent: a lot once expired has nothing left, so a second run with the same `due_by`
+    changes nothing. The nightly job passes the start of its day as `due_by`, so running
+    the job for a day again (by hand, or on another hub instance) finds exactly nothing
+    more, while redemptions still never spend a lot past its date (`prepare` expires it).
+    """
+    cutoff = now if due_by is None else min(due_by, now)
     members = (
         await session.scalars(
             select(PointsLot.member_id)
-            .where(PointsLot.remaining > 0, PointsLot.expires_at <= now)
+            .where(PointsLot.remaining > 0, PointsLot.expires_at <= cutoff)
             .distinct()
             .order_by(PointsLot.member_id)
         )
     ).all()
     lots = points = 0
     for member_id in members:
-        n, p = await expire_member(session, member_id, now)
+        n, p = await expire_member(session, member_id, now, due_by=cutoff)
         lots, points = lots + n, points + p
     if lots:
         log.info("expired %d points in %d lots of %d members", points, lots, len(members))

@@ -38,13 +38,17 @@ class TopupRefundDone:
     shortfall_fen: int  # spent bonus, taken from the principal instead of paid out
     paid_fen: int  # principal paid back to the member
     balance: Balance
+    points_reversed: int = 0  # points the top-up had earned, taken back (`on_topup_refund`)
+    points_unrecovered: int = 0  # of those, already spent by the member
 
 
 async def refund_topup(session: AsyncSession, topup_id: str, *, actor: str, reason: str) -> TopupRefundDone:
-    """Pay a top-up's principal back after clawing back its bonus.
+    """Pay a top-up's principal back after clawing back its bonus and the points it earned.
 
     Bonus already spent (the bonus balance is short of the top-up's bonus) is taken from
     the principal instead of being paid out; see docs/members.md for a worked example.
+    The top-up's level progress and points are taken back by `hub.levels.on_topup_refund`
+    in this same transaction, so a refund that fails leaves both untouched.
     """
     topup_row = (
         await session.execute(select(Topup).where(Topup.id == topup_id).with_for_update())
@@ -88,7 +92,20 @@ async def refund_topup(session: AsyncSession, topup_id: str, *, actor: str, reas
     topup_row.refund_paid_fen, topup_row.refund_clawback_fen = paid, clawback
     topup_row.refund_shortfall_fen = shortfall
     await session.flush()
-    return TopupRefundDone(topup_row, clawback, shortfall, paid, balance_after(entry))
+    from hub.levels import on_topup_refund  # noqa: PLC0415 - levels may import stored value
+
+    reversal = await on_topup_refund(
+        session, member_id, f"stored_value.topup:{topup_id}", f"stored_value.topup_refund:{topup_id}"
+    )
+    return TopupRefundDone(
+        topup_row,
+        clawback,
+        shortfall,
+        paid,
+        balance_after(entry),
+        points_reversed=reversal.points,
+        points_unrecovered=reversal.unrecovered,
+    )
 
 
 async def adjust(
