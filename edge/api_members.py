@@ -12,7 +12,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from edge.api import MEMBERS, TILL, Body, answer, idempotency, principal, read_body, reply_json, staff_command
+from edge.api import MEMBERS, TILL, Body, answer, idempotency, principal, reply_json, staff_command
 from edge.orders import TenderMethod
 from protocol.phone import mainland_mobile
 
@@ -69,9 +69,8 @@ class TopupIn(Body):
 
 async def lookup(request: web.Request) -> web.Response:
     """The member's level, points, stored value and passes."""
-    body = await read_body(request, LookupIn)
-    principal(request).require("order.sell")
-    return reply_json(await request.app[MEMBERS].lookup(phone=body.phone, code=body.code))
+    body, _, idem = await staff_command(request, LookupIn, "order.sell")
+    return reply_json(await request.app[MEMBERS].lookup(phone=body.phone, code=body.code, idem=idem))
 
 
 async def register(request: web.Request) -> web.Response:

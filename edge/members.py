@@ -85,10 +85,17 @@ class MemberDesk:
 
     # ------------------------------------------------------------------ look up and register
 
-    async def lookup(self, *, phone: str | None = None, code: str | None = None) -> dict[str, Any]:
-        """The member by phone or by the code on their phone (a code works once)."""
+    async def lookup(
+        self, *, phone: str | None = None, code: str | None = None, idem: Idempotency | None = None
+    ) -> dict[str, Any]:
+        """The member by phone or by the code on their phone.
+
+        A code works once, so a lookup by code passes the request's key to the hub: a
+        retry after a lost answer gets the member again instead of "code already used".
+        """
         params = {"phone": phone} if phone is not None else {"code": code}
-        return dict(await self._call("member.lookup", params, "looking up a member"))
+        key = idem.key if idem is not None and code is not None else None
+        return dict(await self._call("member.lookup", params, "looking up a member", key))
 
     async def register(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Register at this store (the hub answers with the existing member for a known phone)."""
@@ -101,7 +108,7 @@ class MemberDesk:
         stored = await self._till.stored_reply(idem)
         if stored is not None:
             return stored
-        view = await self.lookup(phone=phone, code=code)
+        view = await self.lookup(phone=phone, code=code, idem=idem)
         reply = await self._till.set_member(order_id, order_member(view), idem)
         return Reply(reply.status, {**reply.body, "member": view})
 

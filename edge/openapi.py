@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from edge.api import PairIn, SessionIn, StatusOut
+from edge.api_members import LookupIn, RegisterIn, TopupIn
 from edge.api_till import (
     LineIn,
     LinePatch,
@@ -42,7 +43,31 @@ _ROUTES: list[tuple[str, str, str, type[BaseModel] | None, str]] = [
     ("post", "/api/v1/orders/{order_id}/hold", "Hold (挂单)", None, _STAFF),
     ("post", "/api/v1/orders/{order_id}/resume", "Resume a held order", None, _STAFF),
     ("post", "/api/v1/orders/{order_id}/void", "Void an unpaid order (manager)", ReasonIn, _STAFF),
-    ("post", "/api/v1/orders/{order_id}/payments", "Pay (cash, wechat, alipay, unionpay)", PaymentIn, _STAFF),
+    (
+        "post",
+        "/api/v1/orders/{order_id}/payments",
+        "Pay (cash, wechat, alipay, unionpay; stored_value or points of the attached member)",
+        PaymentIn,
+        _STAFF,
+    ),
+    (
+        "post",
+        "/api/v1/orders/{order_id}/member",
+        "Attach a member by phone or code (level prices)",
+        LookupIn,
+        _STAFF,
+    ),
+    ("delete", "/api/v1/orders/{order_id}/member", "Take the member off an unpaid order", None, _STAFF),
+    (
+        "get",
+        "/api/v1/orders/{order_id}/points-quote",
+        "Points the member may use on this order",
+        None,
+        _STAFF,
+    ),
+    ("post", "/api/v1/members/lookup", "A member's level, points, stored value, passes", LookupIn, _STAFF),
+    ("post", "/api/v1/members", "Register a member at this store", RegisterIn, _STAFF),
+    ("post", "/api/v1/members/{member_id}/topups", "Top up stored value (bonus at the hub)", TopupIn, _STAFF),
     ("post", "/api/v1/orders/{order_id}/refunds", "Refund lines or the rest (manager)", RefundIn, _STAFF),
     ("get", "/api/v1/orders/{order_id}/receipt", "Receipt as structured JSON", None, _DEVICE),
     ("post", "/api/v1/orders/{order_id}/reprint", "Re-print (audited)", None, _STAFF),

@@ -261,8 +261,8 @@ def topup_slip(
         [
             ("时间", _local(topup["ts"], zone)),
             ("经办人", topup["staff_id"]),
-            ("会员", topup.get("member_masked") or topup["member_id"]),
-            ("交易号", _mask(topup["id"])),
+            ("会员", topup["member_id"]),
+            ("交易号", topup["id"]),
         ]
     )
     doc += [Rule(), _row("充值金额", format_yuan(topup["amount_fen"]), bold=True)]

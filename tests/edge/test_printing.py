@@ -26,6 +26,7 @@ from edge.printing import (
     refund_receipt,
     sales_receipt,
     shift_report,
+    topup_slip,
 )
 from edge.receipt import receipt
 from edge.shifts import Shift
@@ -198,6 +199,7 @@ def _documents(profile: PrinterProfile) -> dict[str, list[Element] | tuple[Eleme
         "shift": shift_report(shift.view(), zone=SHANGHAI, store_name=STORE),
         "pairing": pairing_ticket("042917", "https://edge.local:8443/pair?code=042917"),
         "test page": printer_test_page(profile),
+        "topup": topup_slip(TOPUP, store_name=STORE, zone=SHANGHAI),
         "kitchen": kitchen.tickets[0].document,
     }
 
@@ -365,6 +367,46 @@ def test_shift_report_per_tender_and_cash_difference():
     )
     assert "实点现金                  未清点" in still_open
     assert not [line for line in still_open if "差额" in line or line.startswith("交班:")]
+
+
+TOPUP = {
+    "id": "0193b2c4-7a10-7def-8000-00000000abcd",
+    "member_id": "m-1",
+    "amount_fen": 50000,
+    "bonus_fen": 8000,
+    "method": "wechat",
+    "reference": "4200001234567890",
+    "balance": {"principal_fen": 50500, "bonus_fen": 8000, "total_fen": 58500},
+    "staff_id": "c1",
+    "ts": PAID_AT.isoformat(),
+}
+
+
+def test_topup_slip_shows_bonus_and_balances_and_the_shift_counts_cash_topups():
+    lines = _lines(topup_slip(TOPUP, store_name=STORE, zone=SHANGHAI), GB58)
+    assert "时间: 2024-05-01 12:30" in lines
+    assert "充值金额                ￥500.00" in lines
+    assert "赠送金额                 ￥80.00" in lines
+    assert "付款 微信支付           ￥500.00" in lines
+    assert "储值余额                ￥585.00" in lines
+    assert "  其中赠送               ￥80.00" in lines
+    assert not [line for line in lines if "4200001234567890" in line]  # the reference is masked
+
+    shift = Shift(
+        id="sh3",
+        opened_at=PAID_AT,
+        opened_by="c1",
+        float_fen=1000,
+        sales={"cash": 500},
+        topups={"cash": 50000},
+    )
+    assert shift.view()["expected_cash_fen"] == 51500
+    report = _lines(shift_report(shift.view(), zone=SHANGHAI), GB58)
+    start = report.index("会员充值")
+    assert report[start + 1 : start + 3] == [
+        "  现金                  ￥500.00",
+        "  合计                  ￥500.00",
+    ]
 
 
 def test_pairing_ticket_code_big_and_qr_of_the_url():

@@ -130,6 +130,16 @@ async def test_member_journey_at_the_till(tmp_path, database_url, mosquitto_fact
                 status, again = await till.call("POST", "/api/v1/members", {"phone": "+8613800138000"})
                 assert (status, again["id"], again["existing"]) == (200, member_id, True)
 
+                # a member code works once; the till's retry (same key) still gets the member
+                status, issued = await _hub(office, "GET", f"{base}/members/{member_id}/code")
+                assert status == 200, issued
+                code = {"code": issued["code"]}
+                for _ in range(2):
+                    status, found = await till.call("POST", "/api/v1/members/lookup", code, key="l-1")
+                    assert (status, found["id"]) == (200, member_id)
+                status, body = await till.call("POST", "/api/v1/members/lookup", code, key="l-2")
+                assert status == 409, body
+
                 # top up ¥500 in cash: ¥80 bonus, the cash is in the drawer, a retry tops up once
                 topup = {"amount_fen": 50_000, "method": "cash"}
                 status, first = await till.call(
