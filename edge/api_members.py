@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import Field, StrictInt, field_validator, model_validator
 
 from edge.api import MEMBERS, TILL, Body, answer, idempotency, principal, reply_json, staff_command
+from edge.api_till import ReasonIn
 from edge.orders import TenderMethod
 from protocol.phone import mainland_mobile
 
@@ -67,6 +68,15 @@ class TopupIn(Body):
     reference: str | None = Field(None, min_length=1, max_length=64, pattern=_TEXT)
 
 
+class PassUseIn(Body):
+    """Uses of a member's punch card or pass for a service (the hub picks the pass expiring first)."""
+
+    service_sku: str = Field(min_length=1, max_length=64, pattern=_TEXT)
+    pass_id: str | None = Field(None, min_length=1, max_length=36, pattern=_TEXT)
+    order_id: str | None = Field(None, min_length=1, max_length=36, pattern=_TEXT)
+    uses: StrictInt = Field(1, ge=1, le=100)
+
+
 async def lookup(request: web.Request) -> web.Response:
     """The member's level, points, stored value and passes."""
     body, _, idem = await staff_command(request, LookupIn, "order.sell")
@@ -116,6 +126,28 @@ async def topup(request: web.Request) -> web.Response:
     return answer(reply)
 
 
+async def use_pass(request: web.Request) -> web.Response:
+    """Take uses of a member's pass (次卡/月卡) at check-in or with a sale."""
+    body, staff, idem = await staff_command(request, PassUseIn, "order.sell")
+    reply = await request.app[MEMBERS].use_pass(
+        staff,
+        request.match_info["member_id"],
+        service_sku=body.service_sku,
+        pass_id=body.pass_id,
+        order_id=body.order_id,
+        uses=body.uses,
+        idem=idem,
+    )
+    return answer(reply)
+
+
+async def reverse_pass_use(request: web.Request) -> web.Response:
+    """Give back a pass use taken by mistake today (manager)."""
+    body, staff, idem = await staff_command(request, ReasonIn, "order.void")
+    members = request.app[MEMBERS]
+    return answer(await members.reverse_pass_use(staff, request.match_info["txn_id"], body.reason, idem))
+
+
 def add_routes(app: web.Application) -> None:
     """Register the member routes."""
     r = app.router
@@ -125,3 +157,5 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/orders/{order_id}/member", attach)
     r.add_delete("/api/v1/orders/{order_id}/member", detach)
     r.add_get("/api/v1/orders/{order_id}/points-quote", points_quote)
+    r.add_post(r"/api/v1/members/{member_id:[0-9A-Za-z-]{1,64}}/pass-uses", use_pass)
+    r.add_post(r"/api/v1/pass-uses/{txn_id:[0-9A-Za-z-]{1,36}}/reverse", reverse_pass_use)

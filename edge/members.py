@@ -269,3 +269,46 @@ class MemberDesk:
             hub_result=result,
             idem=key,
         )
+
+    # ------------------------------------------------------------------ punch cards and passes
+
+    async def use_pass(
+        self,
+        staff: StaffMember,
+        member_id: str,
+        *,
+        service_sku: str,
+        pass_id: str | None,
+        order_id: str | None,
+        uses: int,
+        idem: Idempotency | None,
+    ) -> Reply:
+        """Take uses of the member's pass for a service (次卡 check-in); audited at the till."""
+        key = _need_key(idem, "using a pass")
+        stored = await self._till.stored_reply(key)
+        if stored is not None:
+            return stored
+        params: dict[str, Any] = {"member_id": member_id, "service_sku": service_sku, "uses": uses}
+        if pass_id is not None:
+            params["pass_id"] = pass_id
+        if order_id is not None:
+            params["order_id"] = order_id
+        result = dict(await self._call("pass.consume", params, "using a pass", key.key))
+        used = f"{uses} × {service_sku} on pass {result.get('pass_id')}"
+        detail = f"member {member_id}: {used} (txn {result.get('txn_id')})"
+        return await self._till.record_hub_action(
+            staff, "pass.use", detail, {"use": result}, key, order_id=order_id
+        )
+
+    async def reverse_pass_use(
+        self, staff: StaffMember, txn_id: str, reason: str, idem: Idempotency | None
+    ) -> Reply:
+        """Give back a pass use taken by mistake (same store, same business day; the hub checks)."""
+        key = _need_key(idem, "reversing a pass use")
+        stored = await self._till.stored_reply(key)
+        if stored is not None:
+            return stored
+        result = dict(await self._call("pass.reverse", {"txn_id": txn_id}, "reversing a pass use", key.key))
+        return await self._till.record_hub_action(
+            staff, "pass.reverse", f"pass use {txn_id} given back: {reason}", {"reversal": result}, key
+        )

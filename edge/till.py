@@ -575,6 +575,24 @@ class Till:
 
         return await self._run(work, idem)
 
+    async def record_hub_action(
+        self,
+        staff: StaffMember,
+        action: str,
+        detail: str,
+        body: dict[str, Any],
+        idem: Idempotency | None,
+        *,
+        order_id: str | None = None,
+    ) -> Reply:
+        """Audit something the hub did at this till's request (a pass use) and keep the reply."""
+
+        def work(conn: sqlite3.Connection) -> Reply:
+            write_audit(conn, staff.id, action, order_id, detail)
+            return Reply(201, body)
+
+        return await self._run(work, idem)
+
     @staticmethod
     def _require_shift(conn: sqlite3.Connection) -> Shift:
         shift = load_open_shift(conn)

@@ -218,6 +218,35 @@ async def test_member_journey_at_the_till(tmp_path, database_url, mosquitto_fact
                 assert points["balance"] == 1000
                 till.token = cashier
 
+                # a 3-use wash card issued at head office, punched at the till; a mistake given back
+                product = {
+                    "code": "WASH3",
+                    "name": "洗护3次卡",
+                    "kind": "count",
+                    "sale_sku": "SVC-WASH3",
+                    "covers_skus": ["SVC-WASH"],
+                    "uses": 3,
+                    "valid_days": 365,
+                }
+                status, body = await _hub(office, "POST", f"{base}/pass-products", product)
+                assert status == 201, body
+                issue = {"product_code": "WASH3", "quantity": 1, "reason": "开业赠送"}
+                status, body = await _hub(office, "POST", f"{base}/members/{member_id}/passes", issue)
+                assert status == 201, body
+                uses = f"/api/v1/members/{member_id}/pass-uses"
+                status, used = await till.call("POST", uses, {"service_sku": "SVC-WASH"}, key="u-1")
+                assert (status, used["use"]["remaining"]) == (201, 2), used
+                status, again = await till.call("POST", uses, {"service_sku": "SVC-WASH"}, key="u-1")
+                assert (status, again) == (201, used)  # the retry took no second use
+                status, body = await till.call("POST", uses, {"service_sku": "SVC-CUT"}, key="u-2")
+                assert status == 409, body
+                assert "covers service SVC-CUT" in body["detail"]
+                await till.sign_in("mgr")
+                reverse = f"/api/v1/pass-uses/{used['use']['txn_id']}/reverse"
+                status, body = await till.call("POST", reverse, {"reason": "点错了"}, key="u-3")
+                assert (status, body["reversal"]["remaining"]) == (201, 3), body
+                till.token = cashier
+
                 # the hub goes away mid-sale: the store's allowance (¥50) takes stored value offline
                 second = await till.open_order()
                 await till.add(second["id"], sku="DRK-002", qty="4")
