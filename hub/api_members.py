@@ -27,7 +27,14 @@ from hub.member_schemas import (
     MemberPatch,
     MergeIn,
 )
-from hub.member_search import MAX_BIRTHDAY_DAYS, MemberQuery, UnknownLevel, birthdays, search_members
+from hub.member_search import (
+    MAX_BIRTHDAY_DAYS,
+    MemberQuery,
+    UnknownLevel,
+    UnknownTag,
+    birthdays,
+    search_members,
+)
 from hub.members import (
     Member,
     MemberFields,
@@ -73,14 +80,13 @@ async def _member(request: web.Request, member_id: str, permission: str) -> Memb
 
 
 def _query(request: web.Request, who: Principal) -> MemberQuery:
-    for unsupported in ("tag", "segment"):
-        if unsupported in request.query:
-            raise _bad(f"searching by {unsupported} is not available yet")
     try:
         return MemberQuery(
             phone=request.query.get("phone") or None,
             name=request.query.get("name") or None,
             level=request.query.get("level") or None,
+            tag=request.query.get("tag") or None,
+            segment=request.query.get("segment") or None,
             include_merged=request.query.get("include_merged", "false").lower() in {"1", "true", "yes"},
             stores=who.stores,
         )
@@ -136,7 +142,10 @@ async def patch(request: web.Request) -> web.Response:
 
 
 async def search(request: web.Request) -> web.Response:
-    """`GET /api/v1/members?phone=&name=&level=&include_merged=&limit=&offset=`, newest first."""
+    """`GET /api/v1/members?phone=&name=&level=&tag=&segment=&include_merged=&limit=&offset=`, newest first.
+
+    `tag` is a tag code, `segment` an RFM segment name; an unknown one is a 400 naming it.
+    """
     who = principal(request)
     who.require("members.read")
     query = _query(request, who)
@@ -145,7 +154,7 @@ async def search(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session:
         try:
             rows, more = await search_members(session, query, limit=limit, offset=offset)
-        except UnknownLevel as err:
+        except (UnknownLevel, UnknownTag) as err:
             raise _bad(str(err)) from None
     page = MemberPage(
         items=[MemberOut.model_validate(m) for m in rows], next=offset + limit if more else None
@@ -253,12 +262,12 @@ async def import_xlsx(request: web.Request) -> web.Response:
 
 
 async def export_xlsx(request: web.Request) -> web.Response:
-    """`GET /api/v1/members/export?phone=&name=&level=`: every member the search finds, as .xlsx."""
+    """`GET /api/v1/members/export?phone=&name=&level=&tag=&segment=`: the search's members, as .xlsx."""
     who = principal(request)
     who.require("members.read")
     try:
         data = await export_members(request.app[DB], _query(request, who))
-    except UnknownLevel as err:
+    except (UnknownLevel, UnknownTag) as err:
         raise _bad(str(err)) from None
     name = f"members-{datetime.now(UTC).astimezone(_OFFICE_TZ):%Y%m%d}.xlsx"
     return web.Response(

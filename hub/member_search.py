@@ -1,4 +1,4 @@
-"""Finding members: search by phone suffix and name, and the birthday list for the next days.
+"""Finding members: search by phone suffix, name, level, tag and segment; the birthday list.
 
 Store-scoped callers pass their stores: they see the members who registered at one of
 them (`source_store`); members registered at head office (no source store) are seen by
@@ -17,6 +17,8 @@ from sqlalchemy import ColumnElement, Integer, Select, and_, case, cast, extract
 from hub.db import AsyncSession
 from hub.levels import COUNTERS, MemberLevel
 from hub.loyalty_rules import load_levels
+from hub.member_segments import check_segment
+from hub.member_tag_tables import MemberSegment, MemberTag, MemberTagLink
 from hub.members import Member
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "BirthdayRow",
     "MemberQuery",
     "UnknownLevel",
+    "UnknownTag",
     "birthday_in_year",
     "birthdays",
     "next_birthday",
@@ -41,6 +44,8 @@ class MemberQuery:
     phone: str | None = None  # 1-11 digits: the end of the number (11: the whole number)
     name: str | None = None  # part of the name, any case
     level: str | None = None  # a level code: members whose level (as the till sees it) is this one
+    tag: str | None = None  # a tag code (manual or rule): members who have the tag now
+    segment: str | None = None  # an RFM segment name: members in it at the last recompute
     include_merged: bool = False
     stores: frozenset[str] | None = None  # the caller's scope; None is the whole chain
 
@@ -49,6 +54,8 @@ class MemberQuery:
             self.phone.isascii() and self.phone.isdigit() and len(self.phone) <= 11
         ):
             raise ValueError("phone must be 1 to 11 digits (e.g. the last 4 digits of the number)")
+        if self.segment is not None:
+            check_segment(self.segment)  # UnknownSegment is a ValueError: a bad query, said at once
 
 
 def _scoped(query: Select[Member], stores: frozenset[str] | None) -> Select[Member]:
@@ -57,6 +64,10 @@ def _scoped(query: Select[Member], stores: frozenset[str] | None) -> Select[Memb
 
 class UnknownLevel(ValueError):
     """A level code the chain has not defined."""
+
+
+class UnknownTag(ValueError):
+    """A tag code the chain has not defined."""
 
 
 async def _level_filter(session: AsyncSession, code: str) -> ColumnElement[bool]:
@@ -86,7 +97,7 @@ async def _level_filter(session: AsyncSession, code: str) -> ColumnElement[bool]
 async def search_statement(session: AsyncSession, q: MemberQuery) -> Select[Member]:
     """The SELECT for a search, newest members first (also used by the Excel export).
 
-    `UnknownLevel` if `q.level` names no level of the chain.
+    `UnknownLevel` if `q.level` names no level of the chain, `UnknownTag` if `q.tag` no tag.
     """
     query = _scoped(select(Member), q.stores)
     if not q.include_merged:
@@ -97,6 +108,14 @@ async def search_statement(session: AsyncSession, q: MemberQuery) -> Select[Memb
         query = query.where(func.lower(Member.name).contains(q.name.strip().lower(), autoescape=True))
     if q.level:
         query = query.where(await _level_filter(session, q.level))
+    if q.tag:
+        if await session.get(MemberTag, q.tag) is None:
+            raise UnknownTag(f"no tag {q.tag!r}; GET /api/v1/member-tags lists the chain's tags")
+        tagged = select(MemberTagLink.member_id).where(MemberTagLink.tag_code == q.tag)
+        query = query.where(Member.id.in_(tagged))
+    if q.segment:
+        in_segment = select(MemberSegment.member_id).where(MemberSegment.segment == q.segment)
+        query = query.where(Member.id.in_(in_segment))
     return query.order_by(Member.created_at.desc(), Member.id)
 
 
