@@ -75,6 +75,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "passes.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "loyalty.read": frozenset(Role),
     "loyalty.configure": frozenset({Role.OWNER, Role.MARKETING}),
+    "jobs.read": frozenset({Role.OWNER}),
+    "jobs.run": frozenset({Role.OWNER}),
 }
 
 

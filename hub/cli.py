@@ -10,7 +10,9 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -191,6 +193,8 @@ def cmd_members_export(args: argparse.Namespace) -> None:
         phone=args.phone,
         name=args.name,
         level=args.level,
+        tag=args.tag,
+        segment=args.segment,
         include_merged=args.include_merged,
         stores=frozenset({args.store}) if args.store else None,
     )
@@ -199,6 +203,86 @@ def cmd_members_export(args: argparse.Namespace) -> None:
         data = await export_members(db, query)
         await asyncio.to_thread(Path(args.file).write_bytes, data)
         print(f"wrote {args.file}")
+
+    asyncio.run(_with_db(_settings(args), work))
+
+
+def _day_arg(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a day looks like 2026-11-23, not {raw!r}") from None
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> None:
+    """The nightly jobs, when they run, and each one's latest run."""
+    from hub.scheduler import JOBS, last_runs  # noqa: PLC0415 - the jobs block keeps its imports
+
+    settings = _settings(args)
+    jobs = settings.jobs
+
+    async def work(db: Database) -> None:
+        state = "on" if jobs.enabled else "off (jobs.enabled = false; run them by hand)"
+        print(f"nightly at {jobs.nightly_at} {jobs.timezone}: {state}")
+        for job in JOBS:
+            latest = await last_runs(db, job=job.name, limit=1)
+            off = " [disabled]" if job.name in jobs.disabled else ""
+            print(f"\n{job.name}{off}: {job.description}")
+            if not latest:
+                print("  never run")
+                continue
+            run = latest[0]
+            at = f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC"
+            print(f"  {run.day} {run.status} (run {run.runs}x, last by {run.started_by} at {at})")
+            print(f"  {run.error if run.error else run.summary}")
+
+    asyncio.run(_with_db(settings, work))
+
+
+def cmd_jobs_run(args: argparse.Namespace) -> None:
+    """Run one nightly job now (for --day, default today), whether or not that day already ran."""
+    from hub.scheduler import run_by_hand  # noqa: PLC0415 - the jobs block keeps its imports
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    failed = False
+
+    async def work(db: Database) -> None:
+        nonlocal failed
+        run = await run_by_hand(db, args.name, args.day, settings.jobs, started_by="cli")
+        print(f"{run.job} for {run.day}: {run.status} (run {run.runs}x for that day)")
+        print(run.error if run.error else run.summary)
+        failed = run.status != "ok"
+
+    asyncio.run(_with_db(settings, work))
+    if failed:
+        sys.exit(1)
+
+
+def cmd_members_segments(args: argparse.Namespace) -> None:
+    """Recompute every member's RFM segment and every rule tag now, and print the counts."""
+    from datetime import UTC, date, datetime  # noqa: PLC0415
+    from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+    from hub.member_segments import recompute_segments  # noqa: PLC0415
+
+    try:
+        as_of = (
+            date.fromisoformat(args.as_of)
+            if args.as_of
+            else datetime.now(UTC).astimezone(ZoneInfo(args.tz)).date()
+        )
+    except ValueError:
+        raise ValueError(f"--as-of must be a date like 2026-06-30, got {args.as_of!r}") from None
+
+    async def work(db: Database) -> None:
+        done = await recompute_segments(db, as_of, window_days=args.window_days)
+        print(f"RFM as of {done.as_of} over {done.window_days} days: {done.scored} members scored")
+        for name, count in done.segments.items():
+            print(f"  {name:<20} {count:>9,}")
+        for code, count in done.tags.items():
+            print(f"rule tag {code}: {count:,} members")
+        print(f"done in {done.seconds:.1f} s")
 
     asyncio.run(_with_db(_settings(args), work))
 
@@ -216,6 +300,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if ignored:
         print(f"demo: ignoring {', '.join(ignored)}", file=sys.stderr)
     asyncio.run(run_demo(Path(args.dir), hub_port=args.port, cwd=Path.cwd()))
+
+
+def _add_tag_segment_options(members: Any, exp: argparse.ArgumentParser) -> None:
+    """`members export --tag/--segment` and `members segments`."""
+    exp.add_argument("--tag", help="only members with this tag (its code)")
+    exp.add_argument("--segment", help="only members in this RFM segment (e.g. champions, at_risk)")
+    seg = members.add_parser(
+        "segments", help="recompute RFM segments and rule tags now (as the nightly job does)"
+    )
+    seg.add_argument("--as-of", help="the business day to compute for (default: today)")
+    seg.add_argument(
+        "--tz", default="Asia/Shanghai", help="timezone that decides today (default Asia/Shanghai)"
+    )
+    seg.add_argument("--window-days", type=int, default=365, help="days of orders to score (default 365)")
+    seg.set_defaults(func=cmd_members_segments)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -253,9 +352,9 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(func=cmd_user_passwd)
 
-    members = sub.add_parser("members", help="import and export members (Excel)").add_subparsers(
-        dest="members_cmd", required=True
-    )
+    members = sub.add_parser(
+        "members", help="import and export members (Excel), recompute segments"
+    ).add_subparsers(dest="members_cmd", required=True)
     imp = members.add_parser(
         "import", help="add members from an .xlsx (columns 手机号, 姓名, 性别, 生日, 门店, …)"
     )
@@ -276,6 +375,17 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--level", help="only members at this level (its code)")
     exp.add_argument("--include-merged", action="store_true", help="also members merged into another")
     exp.set_defaults(func=cmd_members_export)
+    _add_tag_segment_options(members, exp)
+
+    jobs = sub.add_parser("jobs", help="nightly jobs: list them with their last runs, run one by hand")
+    jobs_cmd = jobs.add_subparsers(dest="jobs_cmd", required=True)
+    jobs_cmd.add_parser("list", help="each job and its latest run").set_defaults(func=cmd_jobs_list)
+    jobs_run = jobs_cmd.add_parser(
+        "run", help="run a job now, even if its day already ran (jobs are idempotent)"
+    )
+    jobs_run.add_argument("name", help="the job, e.g. points.expire (see jobs list)")
+    jobs_run.add_argument("--day", type=_day_arg, help="the day to run it for (default today, jobs.timezone)")
+    jobs_run.set_defaults(func=cmd_jobs_run)
     return parser
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date, time
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from protocol.settings import LogLevel, StorelinkSettings
+from protocol.timeutil import DEFAULT_TIMEZONE
 
-__all__ = ["BrokerSettings", "HubSettings", "MosquittoFiles", "MqttSettings"]
+__all__ = ["BrokerSettings", "HubSettings", "JobsSettings", "MosquittoFiles", "MqttSettings"]
 
 _ASYNC_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -50,6 +54,68 @@ class BrokerSettings(BaseModel):
     port: int = Field(1883, ge=1, le=65535)
 
 
+class JobsSettings(BaseModel):
+    """The nightly jobs (points expiry, level review, birthday points…) run by `hub.scheduler`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="run the nightly jobs in `storelink-hub run`")
+    nightly_at: str = Field("03:30", description="local time (HH:MM) the jobs run each day")
+    timezone: str = Field(DEFAULT_TIMEZONE, description="the chain's time zone for nightly_at and the day")
+    level_review_on: str = Field("01-01", description="MM-DD: the day of the year the level review runs")
+    disabled: list[str] = Field(default_factory=list, description="job names the scheduler leaves out")
+    stale_after_minutes: int = Field(
+        120, ge=5, le=24 * 60, description="a run still 'running' this long was cut off and may run again"
+    )
+
+    @field_validator("nightly_at")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{2}:\d{2}", value):
+            raise ValueError(f'nightly_at must be a local time like "03:30", got {value!r}')
+        try:
+            time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"nightly_at {value!r} is not a time of day (00:00-23:59)") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as 'Asia/Shanghai'"
+            ) from None
+        return value
+
+    @field_validator("level_review_on")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{2}-\d{2}", value):
+            raise ValueError(f'level_review_on must be a month and day like "01-01", got {value!r}')
+        try:
+            date.fromisoformat(f"2023-{value}")  # a common year: 02-29 would skip three years in four
+        except ValueError:
+            raise ValueError(f"level_review_on {value!r} is not a day that every year has") from None
+        return value
+
+    @property
+    def run_time(self) -> time:
+        """`nightly_at` as a time of day."""
+        return time.fromisoformat(self.nightly_at)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """`timezone` as a ZoneInfo."""
+        return ZoneInfo(self.timezone)
+
+    def review_day(self, year: int) -> date:
+        """The level review's day in `year`."""
+        return date.fromisoformat(f"{year:04d}-{self.level_review_on}")
+
+
 class HubSettings(StorelinkSettings):
     """Everything `storelink-hub` needs; see docs/configuration.md."""
 
@@ -67,6 +133,7 @@ class HubSettings(StorelinkSettings):
     login_max_failures: int = Field(5, ge=1)
     login_window_s: int = Field(300, ge=10)
     log_level: LogLevel = "INFO"
+    jobs: JobsSettings = JobsSettings()
 
     @field_validator("database_url")
     @classmethod

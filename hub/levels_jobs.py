@@ -1,7 +1,7 @@
 """Level jobs: the optional yearly downgrade review and birthday points.
 
 Both are idempotent per day and run from the API (`POST /api/v1/loyalty/levels/review`,
-`/birthday-points`) or any scheduler that opens a session and awaits them.
+`/birthday-points`) and from the hub's nightly jobs (`hub.scheduler`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import false, func, insert, select, update
 
 from hub import points
 from hub.db import AsyncSession
-from hub.levels import COUNTERS, LevelChange, LevelProgress, MemberLevel, level_steps
+from hub.levels import COUNTERS, LevelChange, LevelProgress, MemberLevel, level_steps, lock_level
 from hub.loyalty_rules import LOYALTY_ZONE, load_levels, load_points_rules
 from hub.members import Member
 
@@ -113,8 +113,14 @@ async def review_levels(session: AsyncSession, today: date) -> ReviewResult:
 async def grant_birthday_points(session: AsyncSession, today: date) -> int:
     """Give each member whose birthday is `today` their level's birthday points, once a year.
 
-    A 29 February birthday is celebrated on 28 February in other years. Returns how many
-    members got points. Birthday points are a gift, so they do not count as points earned.
+    A 29 February birthday is celebrated on 28 February in other years. The level is the
+    member's effective one (as the till sees it: the recorded level, or what the counters
+    reach when none is recorded, e.g. an entry level added after they joined). Returns how
+    many members got points. Birthday points are a gift, so they do not count as points earned.
+
+    Idempotent and safe beside another run (a second hub, the API, the nightly job): the
+    member's level row and then points row are locked before looking for this year's
+    `birthday:<year>` ledger row, so of two runs one waits and then finds the other's row.
     """
     config = await load_levels(session)
     gifts = {level.code: level.birthday_points for level in config.levels if level.birthday_points > 0}
@@ -126,33 +132,43 @@ async def grant_birthday_points(session: AsyncSession, today: date) -> int:
     else:
         born_today = (month == today.month) & (day == today.day)
     found = await session.execute(
-        select(Member.id, MemberLevel.level_code)
-        .join(MemberLevel, MemberLevel.member_id == Member.id)
-        .where(Member.merged_into.is_(None), MemberLevel.level_code.in_(gifts), born_today)
-        .order_by(Member.id)
+        select(Member.id, MemberLevel.level_code, *(getattr(MemberLevel, c) for c in COUNTERS.values()))
+        .outerjoin(MemberLevel, MemberLevel.member_id == Member.id)
+        .where(Member.merged_into.is_(None), born_today)
+        .order_by(Member.id)  # lock order: member id order, as everywhere
     )
     rules = await load_points_rules(session)
     now = datetime.now(UTC)
     source = f"birthday:{today.year}"
     granted = 0
-    for member_id, code in found.all():
+    for row in found.all():
+        level = config.by_code(row.level_code)
+        if level is None:
+            level = config.qualifying(int(getattr(row, COUNTERS[config.metric]) or 0))
+        if level is None or level.code not in gifts:
+            continue
+        await lock_level(session, row.id, now)
+        await points.lock_balance(session, row.id, now)
         seen = await session.scalar(
-            select(points.PointsLedger.id).where(
-                points.PointsLedger.member_id == member_id, points.PointsLedger.source == source
-            )
+            select(points.PointsLedger.id)
+            .where(points.PointsLedger.member_id == row.id, points.PointsLedger.source == source)
+            .limit(1)
         )
         if seen is not None:
             continue
         await points.credit(
             session,
-            member_id,
-            gifts[str(code)],
+            row.id,
+            gifts[level.code],
             kind="birthday",
             source=source,
             expires_at=rules.expiry.expires_at(now),
             now=now,
+            note=f"{level.name} birthday {today.isoformat()}",
         )
         granted += 1
+    if granted:
+        log.info("birthday points %s: %d members", today, granted)
     return granted
 
 

@@ -1,4 +1,4 @@
-"""The hub process: database, broker (embedded or external), MQTT link and HTTP API."""
+"""The hub process: database, broker (embedded or external), MQTT link, HTTP API and nightly jobs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hub.broker import HUB_USERNAME, EmbeddedBroker
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.link import BrokerLink, MqttTarget
+from hub.scheduler import Clock, Scheduler
 from hub.stores import check_store_password
 
 __all__ = ["Hub"]
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 class Hub:
     """All parts of one hub instance as an async context manager."""
 
-    def __init__(self, settings: HubSettings, *, db: Database | None = None):
+    def __init__(self, settings: HubSettings, *, db: Database | None = None, clock: Clock | None = None):
         self.settings = settings
         self.db = db or Database.from_url(settings.resolved_database_url())
         self._owns_db = db is None
@@ -36,6 +37,8 @@ class Hub:
             )
         self.link = BrokerLink(self.db, self._target())
         self.http_port: int | None = None
+        # Checked here, so a typo in jobs.disabled stops the start instead of a job silently running.
+        self.scheduler = Scheduler(self.db, settings.jobs, clock=clock) if settings.jobs.enabled else None
 
     @property
     def mqtt_port(self) -> int:
@@ -75,6 +78,8 @@ class Hub:
             site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
             await site.start()
             self.http_port = runner.addresses[0][1]
+            if self.scheduler is not None:  # last in, first out: stopped before the API and the database
+                await self._stack.enter_async_context(self.scheduler)
         except BaseException:
             await self._stack.aclose()
             raise
