@@ -251,11 +251,13 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     app.router.add_get("/api/v1/stores", stores)
     from hub import (  # noqa: PLC0415 - they import helpers from this module
         api_commands,
+        api_jobs,
         api_loyalty,
         api_members,
         api_passes,
         api_sales,
         api_stored_value,
+        api_tags,
     )
 
     api_sales.add_routes(app)
@@ -264,5 +266,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_members.add_routes(app)
     api_stored_value.add_routes(app)
     api_loyalty.add_routes(app)
+    api_jobs.add_routes(app)
+    api_tags.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app
