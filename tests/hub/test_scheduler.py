@@ -432,3 +432,22 @@ async def test_the_hub_runs_the_jobs_and_stops_them_on_exit(db, database_url, tm
     assert Hub(off, db=db).scheduler is None
     with pytest.raises(ValueError, match=r"jobs\.disabled names unknown jobs: points\.expiry"):
         Hub(settings.model_copy(update={"jobs": JobsSettings(disabled=["points.expiry"])}), db=db)
+
+
+async def test_a_job_added_in_one_line_from_a_day_function_runs_and_summarises(db):
+    # the line that adds the RFM recompute to JOBS in hub/scheduler_jobs.py
+    segments = Job.day_function("members.segments", "hub.member_segments:recompute_segments", "RFM segments")
+    record = await run_job(db, segments, D, SETTINGS, clock=FakeClock(at(D, 4, 0)))
+    assert record is not None
+    assert record.status == "ok", record.error
+    assert record.summary.startswith(f"as_of {D}, window_days 365, scored 0, segments {{")  # no sales yet
+
+    missing = Job.day_function("members.nothing", "hub.no_such_module:run", "not there")
+    failed = await run_job(db, missing, D, SETTINGS, clock=FakeClock(at(D, 4, 0)))
+    assert failed is not None
+    assert (failed.status, failed.error) == (
+        "failed",
+        "ModuleNotFoundError: No module named 'hub.no_such_module'",
+    )
+    with pytest.raises(ValueError, match=r"must look like 'hub\.module:function'"):
+        Job.day_function("x", "hub.member_segments.recompute_segments", "no colon")
