@@ -198,3 +198,32 @@ async def test_counts_are_scoped_to_stores(db):
 async def test_bad_window_is_refused(db):
     with pytest.raises(ValueError, match="window_days"):
         await recompute_segments(db, AS_OF, window_days=0)
+
+
+def test_cli_recomputes_and_prints_the_counts(tmp_path, monkeypatch, capsys):
+    """`storelink-hub members segments` on the SQLite database of the settings."""
+    import asyncio  # noqa: PLC0415
+
+    from hub.cli import main  # noqa: PLC0415
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORELINK_DATABASE_URL", url)
+
+    async def seed() -> None:
+        database = Database.from_url(url)
+        await migrate(database.engine)
+        await add_store(database, "north")
+        member = await make_member(database, "13800000001")
+        await add_orders(database, member, [3], 1000)
+        await database.close()
+
+    asyncio.run(seed())
+    main(["members", "segments", "--as-of", "2026-06-30", "--window-days", "30"])
+    out = capsys.readouterr().out
+    assert "RFM as of 2026-06-30 over 30 days: 1 members scored" in out
+    assert "lost                         1" in out  # one member: every rank is 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["members", "segments", "--as-of", "30/06/2026"])
+    assert exit_info.value.code == 2
+    assert "--as-of must be a date" in capsys.readouterr().err
