@@ -19,6 +19,11 @@ from sqlalchemy.ext.asyncio import (
 __all__ = ["AsyncSession", "Database", "create_engine", "migrate"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL pool: kept connections cover the RPC workers (hub.rpc.WORKERS) plus ingest and the
+# HTTP API. SQLAlchemy's default of 5 made a burst of RPC open and close overflow connections
+# for every request (a new backend each time); bursts beyond this still get overflow ones.
+_PG_POOL_SIZE = 12
+_PG_MAX_OVERFLOW = 20
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -38,7 +43,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    options: dict[str, Any] = {"pool_size": _PG_POOL_SIZE, "max_overflow": _PG_MAX_OVERFLOW, **kwargs}
+    return create_async_engine(url, pool_pre_ping=True, **options)
 
 
 def _upgrade(connection: Connection) -> None:

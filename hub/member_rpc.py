@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
 
 from hub import points
 from hub.db import AsyncSession
@@ -99,9 +100,9 @@ def _parse(model: type[P], params: dict[str, Any]) -> P:
 
 
 async def _store_today(session: AsyncSession, store: str) -> date:
-    row = await session.get(Store, store)
+    timezone = await session.scalar(select(Store.timezone).where(Store.id == store))
     try:
-        zone = ZoneInfo(row.timezone if row is not None else _DEFAULT_TZ)
+        zone = ZoneInfo(timezone or _DEFAULT_TZ)
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo(_DEFAULT_TZ)
     return datetime.now(UTC).astimezone(zone).date()

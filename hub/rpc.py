@@ -8,10 +8,12 @@ that outcome back instead of running again, even when two hub instances race.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +29,10 @@ from protocol.version import SOFTWARE_VERSION
 __all__ = ["RpcError", "RpcServer"]
 
 log = logging.getLogger(__name__)
+# Requests at the database at once. Beyond it they wait here, in arrival order, rather than for a
+# pooled connection: the pool is also ingest's and the HTTP API's, and a request that waited past
+# its deadline is refused before it takes one (hub.db sizes the PostgreSQL pool above this).
+WORKERS = 8
 
 
 class RpcError(Exception):
@@ -74,11 +80,14 @@ def _domain_methods() -> tuple[dict[str, Method], set[str]]:
 class RpcServer:
     """The hub's RPC methods; later features register theirs (members, coupons, stored value)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, *, workers: int = WORKERS):
         self._db = db
         self._methods: dict[str, Method] = {"ping": _ping, "catalog.version": _catalog_version}
         methods, self._keyed = _domain_methods()
         self._methods.update(methods)
+        self._workers = asyncio.Semaphore(workers)
+        # (store, key) -> [lock, requests holding or waiting for it]; removed when the last is done
+        self._keys: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
 
     def register(self, name: str, method: Method, *, keyed: bool = False) -> None:
         """Add a method; a `keyed` one moves money and is refused without an idempotency key."""
@@ -87,7 +96,12 @@ class RpcServer:
             self._keyed.add(name)
 
     async def handle(self, store: str, request: RpcRequest) -> RpcReply:
-        """Run one request for `store` and return its reply (never raises for the caller's errors)."""
+        """Run one request for `store` and return its reply (never raises for the caller's errors).
+
+        Requests run concurrently, at most `workers` at the database at once; requests with
+        the same idempotency key run one after another, so a duplicate finds the first's
+        stored outcome instead of running the method again only to lose on the primary key.
+        """
         if request.expired(datetime.now(UTC)):
             log.info("store %s: %s request %s arrived after its deadline", store, request.method, request.id)
             return RpcReply.failure(request.id, "the request's deadline passed before the hub received it")
@@ -99,13 +113,48 @@ class RpcServer:
                 return RpcReply.failure(
                     request.id, f"{request.method} needs an idempotency key, so a retry cannot apply it twice"
                 )
-            async with self._db.session() as session, session.begin():
-                return await self._run(method, session, store, request)
+            async with self._worker(store, request) as late:
+                if late is not None:
+                    return late
+                async with self._db.session() as session, session.begin():
+                    return await self._run(method, session, store, request)
+        async with self._one_per_key(store, request.idempotency_key), self._worker(store, request) as late:
+            if late is not None:
+                return late
+            try:
+                return await self._run_once(method, store, request)
+            except IntegrityError:
+                # Another hub instance stored this key first: its outcome is the outcome.
+                return await self._run_once(method, store, request)
+
+    @asynccontextmanager
+    async def _worker(self, store: str, request: RpcRequest) -> AsyncIterator[RpcReply | None]:
+        """Hold one of the workers; yields a refusal instead if the deadline passed while waiting."""
+        async with self._workers:
+            if request.expired(datetime.now(UTC)):
+                log.warning(
+                    "store %s: %s request %s waited past its deadline for the hub; refused without running",
+                    store,
+                    request.method,
+                    request.id,
+                )
+                yield RpcReply.failure(
+                    request.id, "the hub was too busy to answer before the deadline; try again"
+                )
+            else:
+                yield None
+
+    @asynccontextmanager
+    async def _one_per_key(self, store: str, key: str) -> AsyncIterator[None]:
+        lock, users = self._keys.setdefault((store, key), (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
-            return await self._run_once(method, store, request)
-        except IntegrityError:
-            # Another hub instance stored this key first: its outcome is the outcome.
-            return await self._run_once(method, store, request)
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._keys[(store, key)]
 
     async def _run(self, method: Method, session: AsyncSession, store: str, request: RpcRequest) -> RpcReply:
         try:

@@ -78,10 +78,12 @@ async def _balance(session: AsyncSession, store: str, params: dict[str, Any]) ->
 async def _debit(session: AsyncSession, store: str, params: dict[str, Any]) -> Any:
     """{member_id, order_id, amount_fen} → {txn_id, principal_fen, bonus_fen, balance}."""
     p = _parse(_DebitParams, "stored_value.debit", params)
-    member_id = await _member(session, p.member_id)
     source = Source(actor=f"store:{store}", store=store, order_id=p.order_id)
     try:
-        done = await debit(session, member_id, p.amount_fen, source)
+        # `debit` resolves a merged member itself; resolving here too cost a second SELECT.
+        done = await debit(session, p.member_id, p.amount_fen, source)
+    except NotFound:
+        raise RpcError(f"no member {p.member_id}; look the member up again") from None
     except StoredValueError as err:
         raise RpcError(str(err)) from None
     return {
