@@ -274,12 +274,14 @@ async def run_job(
     try:
         summary = await job.run(db, context)
     except asyncio.CancelledError:
-        # The job's transaction was rolled back; say so rather than leave "running" behind.
-        await asyncio.shield(
-            _finish(
-                db, run_id, clock.now(), error="cancelled: the hub stopped during the run; nothing was kept"
-            )
-        )
+        # The job's transaction was rolled back; say so rather than leave "running" behind
+        # (if even that fails, the row is taken over after stale_after_minutes).
+        log.warning("job %s for %s cut off: the hub is stopping", job.name, day)
+        cut_off = "cancelled: the hub stopped during the run; nothing was kept"
+        try:
+            await asyncio.shield(_finish(db, run_id, clock.now(), error=cut_off))
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("job %s for %s: could not record the cut-off run: %s", job.name, day, err)
         raise
     except Exception as err:  # one failing job must never stop the others
         log.exception("job %s for %s failed", job.name, day)

@@ -17,7 +17,7 @@ from hub import points
 from hub.broker import free_port
 from hub.config import HubSettings, JobsSettings
 from hub.db import Database, migrate
-from hub.levels import add_progress
+from hub.levels import LevelChange, add_progress
 from hub.scheduler import (
     Job,
     JobBusy,
@@ -379,6 +379,15 @@ async def test_the_level_review_runs_on_its_day(db):
     on_day = await run_job(db, review, date(2026, 3, 1), settings, clock=FakeClock(at(date(2026, 3, 1), 4)))
     assert on_day is not None
     assert on_day.summary == "review of 2026-03-01: 1 members reviewed, 1 demoted"
+    async with db.session() as session:
+        changes = len((await session.scalars(select(LevelChange))).all())
+    again = await run_job(
+        db, review, date(2026, 3, 1), settings, force=True, clock=FakeClock(at(date(2026, 3, 1), 9))
+    )
+    assert again is not None
+    assert again.summary == "review of 2026-03-01: 1 members reviewed, 0 demoted"  # nothing more to do
+    async with db.session() as session:
+        assert len((await session.scalars(select(LevelChange))).all()) == changes
     after = await run_job(db, review, date(2026, 3, 2), settings, clock=FakeClock(at(date(2026, 3, 2), 4)))
     assert after is not None
     assert after.summary == "not due: the review runs on 2027-03-01"
