@@ -256,6 +256,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
         api_members,
         api_passes,
         api_sales,
+        api_stock,
         api_stored_value,
         api_tags,
     )
@@ -266,6 +267,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_members.add_routes(app)
     api_stored_value.add_routes(app)
     api_loyalty.add_routes(app)
+    api_stock.add_routes(app)
     api_jobs.add_routes(app)
     api_tags.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)

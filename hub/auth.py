@@ -75,6 +75,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "passes.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "loyalty.read": frozenset(Role),
     "loyalty.configure": frozenset({Role.OWNER, Role.MARKETING}),
+    "stock.read": frozenset(Role),
+    "stock.adjust": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "transfers.read": frozenset(Role),
+    "transfers.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "transfers.approve": frozenset({Role.OWNER, Role.REGIONAL}),
     "jobs.read": frozenset({Role.OWNER}),
     "jobs.run": frozenset({Role.OWNER}),
 }

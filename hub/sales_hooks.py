@@ -15,6 +15,7 @@ from hub.db import AsyncSession
 from hub.member_facts import record_member_sales
 from hub.passes_sales import passes_from_sales
 from hub.points_sales import points_from_sales
+from hub.stock_sales import stock_from_sales
 from hub.stored_value_sales import apply_stored_value_sales
 
 __all__ = ["SaleListener", "apply_new_sales"]
@@ -27,6 +28,7 @@ _LISTENERS: tuple[SaleListener, ...] = (
     passes_from_sales,
     apply_stored_value_sales,
     points_from_sales,
+    stock_from_sales,
 )
 
 

@@ -1,0 +1,362 @@
+"""The stock ledger: every movement once, and running levels updated with it.
+
+`record_movement` is the only writer of `stock_levels`. It inserts the movement with
+`ON CONFLICT DO NOTHING` on the movement's source key (store, sku, kind, source document,
+line), and only when a row was inserted adds the delta to the level with one atomic upsert
+(`on_hand_milli = stock_levels.on_hand_milli + excluded.on_hand_milli`). So a replayed
+sale changes nothing, and two transactions moving the same SKU at once both count: on
+PostgreSQL the second upsert waits for the first's row lock and adds to its result; SQLite
+has a single writer.
+
+Quantities are integer thousandths (`*_milli`); `parse_qty` and `format_milli` convert
+from and to the wire's decimal strings ("2", "0.352").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from hub.db import AsyncSession
+from hub.errors import HubError
+from hub.stock_tables import MovementKind, StockFlag, StockLevel, StockMovement
+from protocol import format_qty
+from protocol.ids import new_id
+
+__all__ = [
+    "MAX_QTY_MILLI",
+    "Level",
+    "StockError",
+    "adjust",
+    "flag_json",
+    "format_milli",
+    "level",
+    "level_json",
+    "levels_for_sku",
+    "levels_for_store",
+    "list_flags",
+    "movement_json",
+    "movements_page",
+    "on_hand",
+    "parse_qty",
+    "record_movement",
+    "to_milli",
+]
+
+MAX_QTY_MILLI = 10**12  # a billion units: far beyond any real movement, far inside BIGINT
+_MAX_SKU = 64
+_ADJUST_KINDS = {MovementKind.ADJUSTMENT, MovementKind.WASTE, MovementKind.STOCKTAKE}
+
+
+class StockError(HubError):
+    """A stock operation was refused; the message says why and what to do."""
+
+
+def to_milli(qty: Fraction | Decimal | int) -> int:
+    """Thousandths of a unit, rounded half away from zero (a till's "1/3" kg becomes 0.333)."""
+    scaled = Fraction(qty) * 1000
+    whole = abs(scaled.numerator) * 2 + scaled.denominator
+    rounded = whole // (2 * scaled.denominator)
+    return rounded if scaled >= 0 else -rounded
+
+
+def parse_qty(value: Any, *, field: str = "qty", signed: bool = False) -> int:
+    """A quantity from JSON ("2", "0.352", 3) as thousandths; `StockError` if unusable.
+
+    At most three decimals: a finer quantity would be silently rounded, which for a
+    document a person typed is a mistake to point out, not to hide.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise StockError(f"{field} must be a number as a string such as '2' or '0.352'")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise StockError(f"{field} {value!r} is not a number; use digits such as '2' or '0.352'") from None
+    if not number.is_finite():
+        raise StockError(f"{field} {value!r} is not a number")
+    if number != number.quantize(Decimal("0.001")):
+        raise StockError(f"{field} {value!r} has more than three decimals (0.001 is the smallest unit)")
+    milli = int(number * 1000)
+    if milli < 0 and not signed:
+        raise StockError(f"{field} must not be negative, got {value!r}")
+    if abs(milli) > MAX_QTY_MILLI:
+        raise StockError(f"{field} {value!r} is too large")
+    return milli
+
+
+def format_milli(milli: int) -> str:
+    """Thousandths as the wire's decimal string: 2000 -> "2", 352 -> "0.352", -1500 -> "-1.5"."""
+    return format_qty(Fraction(milli, 1000))
+
+
+def check_sku(sku: str) -> str:
+    """A SKU as the ledger keeps it; there is no catalog at the hub yet to check it against."""
+    if not isinstance(sku, str) or not sku.strip() or len(sku) > _MAX_SKU or not sku.isprintable():
+        raise StockError(f"sku must be 1-{_MAX_SKU} printable characters, got {str(sku)[:80]!r}")
+    return sku
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
+async def record_movement(
+    session: AsyncSession,
+    *,
+    store: str,
+    sku: str,
+    kind: MovementKind,
+    qty_milli: int,
+    source_type: str,
+    source_id: str,
+    actor: str,
+    line_ref: str = "",
+    note: str = "",
+    in_transit_milli: int = 0,
+    now: datetime | None = None,
+) -> int | None:
+    """Append one movement and move the level with it; the movement's id, or None if a
+    movement with the same source key was recorded before (then nothing changes)."""
+    now = now or datetime.now(UTC)
+    insert = _insert(session)
+    inserted = await session.scalar(
+        insert(StockMovement)
+        .values(
+            store=store,
+            sku=sku,
+            kind=kind.value,
+            qty_milli=qty_milli,
+            in_transit_milli=in_transit_milli,
+            source_type=source_type,
+            source_id=source_id[:64],
+            line_ref=line_ref[:64],
+            actor=actor[:80],
+            note=note[:500],
+            created_at=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["store", "sku", "kind", "source_type", "source_id", "line_ref"]
+        )
+        .returning(StockMovement.id)
+    )
+    if inserted is None:
+        return None
+    stmt = insert(StockLevel).values(
+        store=store,
+        sku=sku,
+        on_hand_milli=qty_milli,
+        in_transit_in_milli=in_transit_milli,
+        reserved_milli=0,
+        negative_since=now if qty_milli < 0 else None,
+        updated_at=now,
+    )
+    new_on_hand = StockLevel.on_hand_milli + stmt.excluded.on_hand_milli
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["store", "sku"],
+            set_={
+                "on_hand_milli": new_on_hand,
+                "in_transit_in_milli": StockLevel.in_transit_in_milli + stmt.excluded.in_transit_in_milli,
+                # keeps the first moment it went negative; cleared once back at zero or above
+                "negative_since": case(
+                    (new_on_hand < 0, func.coalesce(StockLevel.negative_since, stmt.excluded.updated_at)),
+                    else_=None,
+                ),
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+    return int(inserted)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One SKU at one store; `available` is what can still be promised."""
+
+    store: str
+    sku: str
+    on_hand_milli: int
+    in_transit_in_milli: int
+    reserved_milli: int
+    negative_since: datetime | None
+
+    @property
+    def available_milli(self) -> int:
+        """On hand less what is reserved (in-transit is not on the shelf yet)."""
+        return self.on_hand_milli - self.reserved_milli
+
+
+def _level(row: StockLevel | None, store: str, sku: str) -> Level:
+    if row is None:
+        return Level(store, sku, 0, 0, 0, None)
+    return Level(
+        row.store, row.sku, row.on_hand_milli, row.in_transit_in_milli, row.reserved_milli, row.negative_since
+    )
+
+
+async def level(session: AsyncSession, store: str, sku: str) -> Level:
+    """The level of one SKU at one store (all zero if it never moved)."""
+    row = await session.get(StockLevel, (store, sku), populate_existing=True)
+    return _level(row, store, sku)
+
+
+async def on_hand(session: AsyncSession, store: str, sku: str) -> int:
+    """On-hand thousandths of one SKU at one store."""
+    return (await level(session, store, sku)).on_hand_milli
+
+
+async def levels_for_store(
+    session: AsyncSession,
+    store: str,
+    *,
+    sku_prefix: str | None = None,
+    below_zero: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Level], bool]:
+    """A store's levels by SKU, and whether more follow; `below_zero` keeps the flagged ones."""
+    query = select(StockLevel).where(StockLevel.store == store)
+    if sku_prefix:
+        query = query.where(StockLevel.sku.startswith(sku_prefix, autoescape=True))
+    if below_zero:
+        query = query.where(StockLevel.on_hand_milli < 0)
+    rows = (await session.scalars(query.order_by(StockLevel.sku).limit(limit + 1).offset(offset))).all()
+    return [_level(r, r.store, r.sku) for r in rows[:limit]], len(rows) > limit
+
+
+async def levels_for_sku(
+    session: AsyncSession, sku: str, *, stores: frozenset[str] | None = None
+) -> list[Level]:
+    """One SKU at every store (or at `stores`), by store."""
+    query = select(StockLevel).where(StockLevel.sku == sku)
+    if stores is not None:
+        query = query.where(StockLevel.store.in_(sorted(stores)))
+    rows = (await session.scalars(query.order_by(StockLevel.store))).all()
+    return [_level(r, r.store, r.sku) for r in rows]
+
+
+async def movements_page(
+    session: AsyncSession, store: str, sku: str, *, limit: int = 100, offset: int = 0
+) -> tuple[list[StockMovement], bool]:
+    """The ledger of one SKU at one store, newest first, and whether more follow."""
+    rows = (
+        await session.scalars(
+            select(StockMovement)
+            .where(and_(StockMovement.store == store, StockMovement.sku == sku))
+            .order_by(StockMovement.id.desc())
+            .limit(limit + 1)
+            .offset(offset)
+        )
+    ).all()
+    return list(rows[:limit]), len(rows) > limit
+
+
+async def adjust(  # noqa: PLR0917 - (store, sku, delta, reason, actor) as the inventory issue names it
+    session: AsyncSession,
+    store: str,
+    sku: str,
+    delta_milli: int,
+    reason: str,
+    actor: str,
+    *,
+    kind: MovementKind = MovementKind.ADJUSTMENT,
+    reference: str | None = None,
+) -> int:
+    """A correction (`adjustment`, either way) or a write-off (`waste`, out only), with its reason.
+
+    `reference` (the caller's id for this correction) makes a retried request apply once;
+    a reference already used is refused rather than silently ignored, so a person who
+    reuses one by mistake hears about it.
+    """
+    check_sku(sku)
+    if kind not in _ADJUST_KINDS:
+        raise StockError(f"an adjustment is one of {', '.join(sorted(_ADJUST_KINDS))}, not {kind.value!r}")
+    if delta_milli == 0:
+        raise StockError("an adjustment of 0 changes nothing; give the quantity to add or take away")
+    if kind is MovementKind.WASTE and delta_milli > 0:
+        raise StockError("waste takes stock away: give a negative quantity")
+    if abs(delta_milli) > MAX_QTY_MILLI:
+        raise StockError("the adjustment is too large")
+    if not reason.strip():
+        raise StockError("an adjustment needs a reason")
+    source_id = reference or str(new_id())
+    movement = await record_movement(
+        session,
+        store=store,
+        sku=sku,
+        kind=kind,
+        qty_milli=delta_milli,
+        source_type="adjustment",
+        source_id=source_id,
+        actor=actor,
+        note=reason.strip(),
+    )
+    if movement is None:
+        raise StockError(f"adjustment reference {source_id!r} was already used for {sku} at {store}")
+    return movement
+
+
+async def list_flags(
+    session: AsyncSession, *, stores: frozenset[str] | list[str] | None, resolved: bool | None = False
+) -> list[StockFlag]:
+    """Flags of documents the stock listener could not fully apply, oldest first."""
+    query = select(StockFlag)
+    if resolved is not None:
+        query = query.where(StockFlag.resolved.is_(resolved))
+    if stores is not None:
+        query = query.where(StockFlag.store.in_(sorted(stores)))
+    return list((await session.scalars(query.order_by(StockFlag.id).limit(1000))).all())
+
+
+def level_json(row: Level) -> dict[str, Any]:
+    """A level as the API returns it (quantities as decimal strings)."""
+    return {
+        "store": row.store,
+        "sku": row.sku,
+        "on_hand": format_milli(row.on_hand_milli),
+        "in_transit_in": format_milli(row.in_transit_in_milli),
+        "reserved": format_milli(row.reserved_milli),
+        "available": format_milli(row.available_milli),
+        "negative_since": row.negative_since.isoformat() if row.negative_since else None,
+    }
+
+
+def movement_json(row: StockMovement) -> dict[str, Any]:
+    """A ledger entry as the API returns it."""
+    return {
+        "id": row.id,
+        "store": row.store,
+        "sku": row.sku,
+        "kind": row.kind,
+        "qty": format_milli(row.qty_milli),
+        "in_transit": format_milli(row.in_transit_milli),
+        "source_type": row.source_type,
+        "source_id": row.source_id,
+        "line_ref": row.line_ref,
+        "actor": row.actor,
+        "note": row.note,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def flag_json(row: StockFlag) -> dict[str, Any]:
+    """A stock flag as the API returns it."""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "store": row.store,
+        "sku": row.sku,
+        "source_type": row.source_type,
+        "source_id": row.source_id,
+        "note": row.note,
+        "resolved": row.resolved,
+        "created_at": row.created_at.isoformat(),
+    }
