@@ -39,6 +39,7 @@ from protocol import (
     utcnow,
 )
 from protocol.aio import cancel_and_wait, retry_forever
+from protocol.mqtt import MAX_INFLIGHT, no_delay
 from protocol.topics import TopicKind
 
 __all__ = ["HubLink"]
@@ -101,17 +102,20 @@ class HubLink:
 
     def _new_client(self) -> aiomqtt.Client:
         mqtt = self._settings.mqtt
-        return aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
-            username=self._settings.store,
-            password=mqtt.password,
-            identifier=self._client_id,
-            keepalive=mqtt.keepalive,
-            will=aiomqtt.Will(self._status_topic, encode(offline_will()), qos=1, retain=True),
-            tls_context=self._tls,
-            max_queued_incoming_messages=1000,
-            timeout=10,
+        return no_delay(  # each small PUBLISH/PUBACK at once: an RPC waits on two of them
+            aiomqtt.Client(
+                mqtt.host,
+                mqtt.port,
+                username=self._settings.store,
+                password=mqtt.password,
+                identifier=self._client_id,
+                keepalive=mqtt.keepalive,
+                will=aiomqtt.Will(self._status_topic, encode(offline_will()), qos=1, retain=True),
+                tls_context=self._tls,
+                max_queued_incoming_messages=1000,
+                max_inflight_messages=MAX_INFLIGHT,
+                timeout=10,
+            )
         )
 
     async def status(self, *, online: bool = True) -> Status:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -39,9 +37,10 @@ from protocol import (
     topics,
 )
 from protocol.aio import cancel_and_wait, retry_forever
+from protocol.mqtt import MAX_INFLIGHT, no_delay
 from protocol.topics import TopicKind
 
-__all__ = ["BrokerLink", "MqttTarget", "no_delay"]
+__all__ = ["BrokerLink", "MqttTarget"]
 
 log = logging.getLogger(__name__)
 # aiomqtt drops beyond this (after paho has PUBACKed): harmless, because a status is re-sent
@@ -51,9 +50,6 @@ _DRAIN_S = 2.0  # on shutdown, how long the message being recorded may still tak
 GAP_TIMEOUT_S = 5.0  # a missing seq not filled by then is asked for with down/resend
 COMMAND_ROUND_S = 5.0  # how often pending commands of online stores are looked at
 _MAX_RPC_TASKS = 200
-# QoS 1 publishes awaiting PUBACK before paho queues more (paho's default is 20): RPC replies to
-# 50 tills at once would otherwise wait for the broker's acks of the first 20.
-_MAX_INFLIGHT = 200
 Handler = Callable[[str, bytes, bool], Awaitable[None]]
 
 
@@ -91,32 +87,10 @@ class MqttTarget:
                 keepalive=self.keepalive,
                 tls_context=self.tls_context,
                 max_queued_incoming_messages=_MAX_QUEUED,
-                max_inflight_messages=_MAX_INFLIGHT,
+                max_inflight_messages=MAX_INFLIGHT,
                 timeout=10,
             )
         )
-
-
-def no_delay(client: aiomqtt.Client) -> aiomqtt.Client:
-    """Turn Nagle's algorithm off on the client's socket when paho opens it.
-
-    paho writes to a plain socket (not an asyncio transport, which would set TCP_NODELAY
-    itself), so a small PUBLISH or PUBACK written while an earlier one is unacknowledged
-    waits for the peer's delayed ACK: 40 ms on Linux, twice per RPC round trip. Measured
-    with Mosquitto on this machine, one request/reply went from 88 ms to 0.7 ms
-    (tests/bench/member_rpc.py). The broker needs the same (`set_tcp_nodelay true`).
-    """
-    paho = client._client  # aiomqtt 2 has no hook for socket options; paho's socket-open callback is one
-    opened = paho.on_socket_open
-
-    def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
-        if isinstance(sock, socket.socket):  # TLS sockets too; not a websocket wrapper
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if opened is not None:
-            opened(paho_client, userdata, sock)
-
-    paho.on_socket_open = on_socket_open
-    return client
 
 
 class BrokerLink:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import resource
 import statistics
 import sys
@@ -40,10 +39,10 @@ from edge.config import EdgeSettings
 from edge.hublink import HubLink
 from edge.journal import Journal
 from edge.rpc import OfflinePolicy, RpcClient
-from hub.link import no_delay
 from hub.members import MemberFields, create_member
 from hub.service import Hub
 from hub.stored_value import Source, stored_value_balances, topup
+from protocol.mqtt import no_delay
 from tests.bench.sync import BenchSkipped, _hub_settings, _pg_database, _profiled, _register, _running_hub
 from tests.conftest import ROOT, Mosquitto
 
@@ -55,9 +54,6 @@ _TOPUP_FEN = 1_000_000  # per member: far more than the rounds debit
 _DEBIT_FEN = 100
 _WARMUP_ROUNDS = 3
 # Inside the store's ACL but outside what the hub consumes (up/#), so the hub never sees them.
-# 1: give the edge's MQTT socket TCP_NODELAY too, as hub.link does for the hub (edge/hublink.py
-# does not yet); shows what that change to the edge would give.
-_EDGE_NODELAY = os.environ.get("STORELINK_BENCH_EDGE_NODELAY") == "1"
 _ECHO_UP = f"storelink/v1/{_STORE}/bench/echo-request"
 _ECHO_DOWN = f"storelink/v1/{_STORE}/bench/echo-reply"
 
@@ -129,7 +125,7 @@ async def _echo_rounds(job: _EdgeJob, rounds: int) -> list[float]:
     client = aiomqtt.Client(
         "127.0.0.1", job.port, username=_STORE, password=job.password, max_queued_incoming_messages=1000
     )
-    async with no_delay(client) if _EDGE_NODELAY else client:
+    async with no_delay(client):  # as the edge's own client
         await client.subscribe(_ECHO_DOWN, qos=1)
 
         async def replies() -> None:
@@ -183,9 +179,6 @@ async def _edge_main(job: _EdgeJob) -> dict[str, list[float]]:
     rpc = RpcClient(publish, lambda: policy)
     journal = Journal(settings.state_dir / "journal.sqlite3")
     link = HubLink(settings, journal, software="bench-edge", on_rpc_reply=rpc.on_reply)
-    if _EDGE_NODELAY:
-        new_client = link._new_client
-        link._new_client = lambda: no_delay(new_client())  # type: ignore[method-assign]
     async with journal, link:
         async with asyncio.timeout(10):
             await link.connected.wait()
@@ -213,17 +206,11 @@ async def _echo_responder(port: int, user: str, password: str, ready: asyncio.Ev
 
 @asynccontextmanager
 async def _mosquitto(workdir: Path) -> AsyncIterator[Mosquitto]:
-    """Mosquitto with passwords and the per-store ACL, sending each packet at once.
-
-    `set_tcp_nodelay true`: without it Mosquitto holds a small packet while the previous
-    one is unacknowledged, and each RPC round trip waits for 40 ms delayed ACKs.
-    """
+    """Mosquitto with passwords and the per-store ACL, as the tests run it."""
     await asyncio.to_thread(workdir.mkdir, parents=True)
     broker = Mosquitto(workdir, secure=True)
     try:
         await asyncio.to_thread(broker.write_config)
-        with (workdir / "mosquitto.conf").open("a") as conf:
-            conf.write("set_tcp_nodelay true\n")
         await asyncio.to_thread(broker.start)
     except FileNotFoundError as err:
         raise BenchSkipped(f"mosquitto is not installed ({err})") from err
