@@ -39,7 +39,7 @@ from protocol import (
     utcnow,
 )
 from protocol.aio import cancel_and_wait, retry_forever
-from protocol.mqtt import MAX_INFLIGHT, no_delay
+from protocol.mqtt import MAX_INFLIGHT, tune_client
 from protocol.topics import TopicKind
 
 __all__ = ["HubLink"]
@@ -102,7 +102,7 @@ class HubLink:
 
     def _new_client(self) -> aiomqtt.Client:
         mqtt = self._settings.mqtt
-        return no_delay(  # each small PUBLISH/PUBACK at once: an RPC waits on two of them
+        return tune_client(  # each small PUBLISH/PUBACK at once: an RPC waits on two of them
             aiomqtt.Client(
                 mqtt.host,
                 mqtt.port,

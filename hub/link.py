@@ -37,7 +37,7 @@ from protocol import (
     topics,
 )
 from protocol.aio import cancel_and_wait, retry_forever
-from protocol.mqtt import MAX_INFLIGHT, no_delay
+from protocol.mqtt import MAX_INFLIGHT, tune_client
 from protocol.topics import TopicKind
 
 __all__ = ["BrokerLink", "MqttTarget"]
@@ -77,8 +77,8 @@ class MqttTarget:
         self.shared = shared
 
     def client(self) -> aiomqtt.Client:
-        """A new aiomqtt client for this target, sending each packet at once (see `no_delay`)."""
-        return no_delay(
+        """A new aiomqtt client for this target, sending each packet at once (see `tune_client`)."""
+        return tune_client(
             aiomqtt.Client(
                 self.host,
                 self.port,

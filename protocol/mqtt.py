@@ -7,15 +7,16 @@ from typing import Any
 
 import aiomqtt
 
-__all__ = ["MAX_INFLIGHT", "no_delay"]
+__all__ = ["MAX_INFLIGHT", "tune_client"]
 
 # QoS 1 publishes awaiting PUBACK before paho queues more (paho's default is 20): RPC replies to
 # 50 tills at once, or a till's burst of requests, would otherwise wait for the first 20 acks.
 MAX_INFLIGHT = 200
 
 
-def no_delay(client: aiomqtt.Client) -> aiomqtt.Client:
-    """Turn Nagle's algorithm off on the client's socket when paho opens it.
+def tune_client(client: aiomqtt.Client) -> aiomqtt.Client:
+    """Turn Nagle's algorithm off on the client's socket when paho opens it, and warn about
+    queued publishes only beyond what may be in flight (aiomqtt warns from 10).
 
     paho writes to a plain socket (not an asyncio transport, which would set TCP_NODELAY
     itself), so a small PUBLISH or PUBACK written while an earlier one is unacknowledged
@@ -33,4 +34,5 @@ def no_delay(client: aiomqtt.Client) -> aiomqtt.Client:
             opened(paho_client, userdata, sock)
 
     paho.on_socket_open = on_socket_open
+    client.pending_calls_threshold = MAX_INFLIGHT
     return client

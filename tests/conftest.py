@@ -72,7 +72,7 @@ class Mosquitto:
         if self.tls is not None:
             conf += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}", "tls_version tlsv1.2"]
         conf += [
-            "set_tcp_nodelay true",  # as deployed: see protocol.mqtt.no_delay
+            "set_tcp_nodelay true",  # as deployed: see protocol.mqtt.tune_client
             "persistence false",
             "log_dest stderr",
             "log_type error",

@@ -42,11 +42,11 @@ from edge.rpc import OfflinePolicy, RpcClient
 from hub.members import MemberFields, create_member
 from hub.service import Hub
 from hub.stored_value import Source, stored_value_balances, topup
-from protocol.mqtt import no_delay
+from protocol.mqtt import tune_client
 from tests.bench.sync import BenchSkipped, _hub_settings, _pg_database, _profiled, _register, _running_hub
 from tests.conftest import ROOT, Mosquitto
 
-__all__ = ["Row", "main", "rows"]
+__all__ = ["Result", "Row", "main", "measure"]
 
 Row = tuple[str, str, list[float], list[float]]
 _STORE = "shop-1"
@@ -125,7 +125,7 @@ async def _echo_rounds(job: _EdgeJob, rounds: int) -> list[float]:
     client = aiomqtt.Client(
         "127.0.0.1", job.port, username=_STORE, password=job.password, max_queued_incoming_messages=1000
     )
-    async with no_delay(client):  # as the edge's own client
+    async with tune_client(client):  # as the edge's own client
         await client.subscribe(_ECHO_DOWN, qos=1)
 
         async def replies() -> None:
@@ -193,7 +193,7 @@ async def _edge_main(job: _EdgeJob) -> dict[str, list[float]]:
 
 async def _echo_responder(port: int, user: str, password: str, ready: asyncio.Event) -> None:
     """Answer every echo request with the same payload (QoS 1 both ways, like RPC)."""
-    client = no_delay(  # as the hub's own client
+    client = tune_client(  # as the hub's own client
         aiomqtt.Client("127.0.0.1", port, username=user, password=password, max_queued_incoming_messages=1000)
     )
     async with client:
@@ -269,19 +269,23 @@ async def _run_edge(job: _EdgeJob) -> dict[str, list[float]]:
 
 
 @dataclass(frozen=True)
-class _Result:
+class Result:
     rows: list[Row]
     hub_cpu_s: float  # this process (hub + echo responder) while the edge process ran
     edge_cpu_s: float  # the edge process, all of it
     requests: int  # RPC requests answered (warm-up included)
 
+    def cpu_note(self) -> str:
+        """Where the time goes: CPU per request on each side."""
+        n = self.requests
+        return (
+            f"CPU per RPC request (echo baseline included): hub process {self.hub_cpu_s / n * 1000:.2f} ms, "
+            f"edge process {self.edge_cpu_s / n * 1000:.2f} ms"
+        )
 
-async def rows(tmp: Path, rounds: int = 20, concurrency: int = 50) -> list[Row]:
+
+async def measure(tmp: Path, rounds: int = 20, concurrency: int = 50) -> Result:
     """Lookup and debit round trips at `concurrency` at once, each next to the raw MQTT echo."""
-    return (await _measure(tmp, rounds, concurrency)).rows
-
-
-async def _measure(tmp: Path, rounds: int, concurrency: int) -> _Result:
     async with (
         _pg_database() as url,
         _mosquitto(tmp / "rpc-mosq") as broker,
@@ -329,7 +333,7 @@ async def _measure(tmp: Path, rounds: int, concurrency: int) -> _Result:
             samples["echo"],
         ),
     ]
-    return _Result(table, hub_cpu, edge_cpu, 2 * debits)
+    return Result(table, hub_cpu, edge_cpu, 2 * debits)
 
 
 def _ms(samples: list[float]) -> str:
@@ -340,17 +344,13 @@ async def main(rounds: int = 20, concurrency: int = 50) -> None:
     """Print p50/p99 of each row and its baseline."""
     with tempfile.TemporaryDirectory() as tmpdir:
         try:
-            measured = await _measure(Path(tmpdir), rounds, concurrency)
+            measured = await measure(Path(tmpdir), rounds, concurrency)
         except BenchSkipped as err:
             print(f"skipped: {err}", file=sys.stderr)
             raise SystemExit(2) from None
     for what, baseline, ours, base in measured.rows:
         print(f"{what}\n    ours     {_ms(ours)}   (n={len(ours)})\n    baseline {_ms(base)}   ({baseline})")
-    n = measured.requests
-    print(
-        f"CPU per RPC request (echo baseline included): hub process {measured.hub_cpu_s / n * 1000:.2f} ms, "
-        f"edge process {measured.edge_cpu_s / n * 1000:.2f} ms"
-    )
+    print(measured.cpu_note())
     goal = max(_p99(ours) for _, _, ours, _ in measured.rows) * 1000
     print(f"goal p99 < 30 ms: worst p99 {goal:.1f} ms, {'met' if goal < 30 else 'NOT met'}")
 
