@@ -157,10 +157,9 @@ async def _apply_refund(
 
 
 async def _order(session: AsyncSession, store: str, doc: dict[str, Any]) -> None:
-    if doc.get("status") != "paid":  # a voided order never left the shelf
-        return
     order_id = str(doc.get("id"))
-    await _sale(session, store, doc)
+    if doc.get("status") == "paid":  # a voided order never left the shelf
+        await _sale(session, store, doc)
     await _lock_order(session, order_id)
     pending = (
         await session.scalars(select(StockPendingRefund).where(StockPendingRefund.order_id == order_id))

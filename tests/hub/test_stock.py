@@ -204,10 +204,18 @@ async def test_odd_documents_are_flagged_and_never_block_the_sync(db):
     bad = refund(doc, [("l0", "1"), ("nope", "1")])
     bad["refund"]["lines"].append({"line_id": "l1", "qty": "-3"})
     assert await till.send(till.event("order.refunded", bad)) == 2  # acknowledged: the sync goes on
+    # a refund that waited for its order, which then arrives voided, puts nothing back
+    voided = order("shop-1", 2, [("COLA", "1")], status="voided")
+    till.seq = 10
+    await till.send(till.event("order.refunded", refund(voided, [("l0", "1")])))
+    till.seq = 2
+    await till.send(till.event("order.voided", voided))
     assert await _levels(db, "shop-1") == {"COLA": -1000, "TEA": -2000}
     async with db.session() as session:
         flags = await list_flags(session, stores=["shop-1"])
+        assert await session.scalar(select(func.count()).select_from(StockPendingRefund)) == 0
     assert sorted(f.kind for f in flags) == [
+        "unknown_refund_line",
         "unknown_refund_line",
         "unreadable_line",
         "unreadable_line",

@@ -409,3 +409,41 @@ async def test_transfer_api_checks_roles_and_stores_at_each_step(db, client, use
     assert (await resp.json())["state"] == "cancelled"
     await _refused(await client.post(f"{other}/approve", headers=users["boss"]), 409, "is cancelled")
     assert (await client.get("/api/v1/transfers/nope", headers=users["boss"])).status == 404
+
+
+async def test_the_worked_example_in_docs_inventory(db):
+    """docs/inventory.md walks 10 COLA from shop-1 (20 on hand) to shop-2; these are its rows."""
+    transfer_id = await _new(db, [("COLA", 10_000)], state="approved")
+
+    async def row() -> tuple:
+        view = await _view(db, transfer_id)
+        line = view.lines[0]
+        return (
+            (await _stock(db, "shop-1", "COLA"))[0],
+            *(await _stock(db, "shop-2", "COLA")),
+            (line.arrived_milli - line.damaged_milli, line.damaged_milli, line.over_milli, line.lost_milli),
+            line.in_transit_milli,
+            view.transfer.state,
+        )
+
+    assert await row() == (20_000, 0, 0, (0, 0, 0, 0), 0, "approved")
+    async with db.session() as session, session.begin():
+        await ship(session, transfer_id, actor="user:li")
+    assert await row() == (10_000, 0, 10_000, (0, 0, 0, 0), 10_000, "shipped")
+    async with db.session() as session, session.begin():
+        await receive(session, transfer_id, [ReceiptLineIn("COLA", 6_000)], actor="user:wang")
+    assert await row() == (10_000, 6_000, 4_000, (6_000, 0, 0, 0), 4_000, "partially_received")
+    async with db.session() as session, session.begin():
+        line = ReceiptLineIn(
+            "COLA", 3_000, damaged_milli=1_000, discrepancy=SHORT, note="one dented, one missing"
+        )
+        await receive(session, transfer_id, [line], actor="user:wang")
+    assert await row() == (10_000, 8_000, 1_000, (8_000, 1_000, 0, 0), 1_000, "partially_received")
+    async with db.session() as session, session.begin():
+        await close(session, transfer_id, actor="user:boss", reason="carton lost")
+    assert await row() == (10_000, 8_000, 0, (8_000, 1_000, 0, 1_000), 0, "received")
+    view = await _view(db, transfer_id)
+    assert sorted((d.kind, d.qty_milli, d.resolved) for d in view.discrepancies) == [
+        ("damaged", 1_000, True),
+        ("short", 1_000, True),
+    ]
