@@ -25,7 +25,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub.db import AsyncSession
-from hub.errors import HubError
+from hub.errors import HubError, NotFound
+from hub.models import Store
 from hub.stock_tables import MovementKind, StockFlag, StockLevel, StockMovement
 from protocol import format_qty
 from protocol.ids import new_id
@@ -287,6 +288,8 @@ async def adjust(  # noqa: PLR0917 - (store, sku, delta, reason, actor) as the i
         raise StockError("the adjustment is too large")
     if not reason.strip():
         raise StockError("an adjustment needs a reason")
+    if await session.get(Store, store) is None:
+        raise NotFound(f"unknown store '{store}'")
     source_id = reference or str(new_id())
     movement = await record_movement(
         session,

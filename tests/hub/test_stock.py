@@ -339,6 +339,8 @@ async def test_stock_api_levels_ledger_and_scoped_adjustments(db, client):
     resp = await client.post("/api/v1/stores/shop-2/stock/adjustments", json=adj, headers=li)
     assert resp.status == 403
     assert "shop-2" in (await resp.json())["detail"]
+    resp = await client.post("/api/v1/stores/shop-9/stock/adjustments", json=adj, headers=boss)
+    assert resp.status == 404
     for bad in (
         {**adj, "qty": "1.0001"},
         {**adj, "qty": "-1", "kind": "waste", "reason": ""},
