@@ -134,6 +134,8 @@ JOBS: tuple[Job, ...] = (
     Job("points.expire", "expire points lots whose validity ended", expire_points_job),
     Job("levels.review", "the yearly level downgrade review (levels configuration)", level_review_job),
     Job("levels.birthday", "birthday points of each member's level, once a year", birthday_points_job),
-    # A new job is one line here, e.g.:
-    # Job.day_function("members.segments", "hub.member_segments:recompute_segments", "RFM segments"),
+    # A new job is one line here.
+    Job.day_function(
+        "members.segments", "hub.member_segments:recompute_segments", "RFM segments and rule tags"
+    ),
 )
