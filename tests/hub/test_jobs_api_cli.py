@@ -55,6 +55,7 @@ async def test_the_owner_lists_jobs_and_runs_one_by_hand(client, db):
         ("points.expire", True, None),
         ("levels.review", False, None),
         ("levels.birthday", True, None),
+        ("members.segments", True, None),
     ]
     assert body["runs"] == []
 
@@ -92,7 +93,10 @@ async def test_only_the_owner_may_see_or_run_jobs_and_bad_requests_change_nothin
     owner = await _headers(client, "boss", "owner-pw")
     resp = await client.post("/api/v1/jobs/points.expiry/run", headers=owner)
     assert resp.status == 404
-    assert "the jobs are points.expire, levels.review, levels.birthday" in (await resp.json())["detail"]
+    assert (
+        "the jobs are points.expire, levels.review, levels.birthday, members.segments"
+        in (await resp.json())["detail"]
+    )
     resp = await client.post("/api/v1/jobs/points.expire/run?day=6.3.2026", headers=owner)
     assert resp.status == 400
     tomorrow = datetime.now(UTC).date() + timedelta(days=2)

@@ -435,6 +435,7 @@ async def test_the_hub_runs_the_jobs_and_stops_them_on_exit(db, database_url, tm
     assert sorted((name, day, status) for name, day, status, _ in await _rows(db)) == [
         ("levels.birthday", D, "ok"),
         ("levels.review", D, "ok"),
+        ("members.segments", D, "ok"),
         ("points.expire", D, "ok"),
     ]
     off = settings.model_copy(update={"jobs": JobsSettings(enabled=False)})
