@@ -22,7 +22,7 @@ from typing import Any
 
 from edge.access import StaffMember
 from edge.errors import TillError
-from edge.orders import Order, OrderMember, TenderMethod
+from edge.orders import MEMBER_METHODS, Order, OrderMember, TenderMethod
 from edge.rpc import HubUnreachable, OfflinePolicy, RpcClient, RpcFailed
 from edge.till import OFFLINE_PREFIX, Idempotency, Reply, Till
 from protocol import format_yuan, new_id, utcnow
@@ -109,8 +109,7 @@ class MemberDesk:
         if stored is not None:
             return stored
         view = await self.lookup(phone=phone, code=code, idem=idem)
-        reply = await self._till.set_member(order_id, order_member(view), idem)
-        return Reply(reply.status, {**reply.body, "member": view})
+        return await self._till.set_member(order_id, order_member(view), idem)
 
     # ------------------------------------------------------------------ pay from the account
 
@@ -247,7 +246,7 @@ class MemberDesk:
         stored = await self._till.stored_reply(key)
         if stored is not None:
             return stored
-        if method in ("stored_value", "points"):
+        if method in MEMBER_METHODS:
             raise TillError("a top-up is paid with cash, WeChat, Alipay or UnionPay", status=422)
         if method != "cash" and not reference:
             raise TillError("a non-cash top-up needs the payment reference", status=422)
