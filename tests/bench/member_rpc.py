@@ -27,8 +27,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +41,16 @@ from hub.members import MemberFields, create_member
 from hub.service import Hub
 from hub.stored_value import Source, stored_value_balances, topup
 from protocol.mqtt import tune_client
-from tests.bench.sync import BenchSkipped, _hub_settings, _pg_database, _profiled, _register, _running_hub
-from tests.conftest import ROOT, Mosquitto
+from tests.bench.sync import (
+    BenchSkipped,
+    _hub_settings,
+    _mosquitto,
+    _pg_database,
+    _profiled,
+    _register,
+    _running_hub,
+)
+from tests.conftest import ROOT
 
 __all__ = ["Result", "Row", "main", "measure"]
 
@@ -202,22 +208,6 @@ async def _echo_responder(port: int, user: str, password: str, ready: asyncio.Ev
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             await client.publish(_ECHO_DOWN, payload, qos=1)
-
-
-@asynccontextmanager
-async def _mosquitto(workdir: Path) -> AsyncIterator[Mosquitto]:
-    """Mosquitto with passwords and the per-store ACL, as the tests run it."""
-    await asyncio.to_thread(workdir.mkdir, parents=True)
-    broker = Mosquitto(workdir, secure=True)
-    try:
-        await asyncio.to_thread(broker.write_config)
-        await asyncio.to_thread(broker.start)
-    except FileNotFoundError as err:
-        raise BenchSkipped(f"mosquitto is not installed ({err})") from err
-    try:
-        yield broker
-    finally:
-        await asyncio.to_thread(broker.stop)
 
 
 async def _seed_members(hub: Hub, count: int) -> tuple[list[str], list[str]]:
