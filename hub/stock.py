@@ -1,9 +1,9 @@
 """The stock ledger: every movement once, and running levels updated with it.
 
-`record_movement` is the only writer of `stock_levels`. It inserts the movement with
-`ON CONFLICT DO NOTHING` on the movement's source key (store, sku, kind, source document,
-line), and only when a row was inserted adds the delta to the level with one atomic upsert
-(`on_hand_milli = stock_levels.on_hand_milli + excluded.on_hand_milli`). So a replayed
+`record_movements` (and `record_movement` for one) is the only writer of `stock_levels`.
+It inserts movements with `ON CONFLICT DO NOTHING` on the movement's source key (store,
+sku, kind, source document, line), and adds only the inserted ones' deltas to the levels
+with one atomic upsert (`on_hand_milli = stock_levels.on_hand_milli + excluded.on_hand_milli`). So a replayed
 sale changes nothing, and two transactions moving the same SKU at once both count: on
 PostgreSQL the second upsert waits for the first's row lock and adds to its result; SQLite
 has a single writer.
@@ -34,6 +34,7 @@ from protocol.ids import new_id
 __all__ = [
     "MAX_QTY_MILLI",
     "Level",
+    "Movement",
     "StockError",
     "adjust",
     "flag_json",
@@ -48,6 +49,7 @@ __all__ = [
     "on_hand",
     "parse_qty",
     "record_movement",
+    "record_movements",
     "to_milli",
 ]
 
@@ -109,6 +111,114 @@ def _insert(session: AsyncSession) -> Any:
     return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
+@dataclass(frozen=True)
+class Movement:
+    """One movement to append; the source key (store, sku, kind, source, line) makes it once."""
+
+    store: str
+    sku: str
+    kind: MovementKind
+    qty_milli: int
+    source_type: str
+    source_id: str
+    actor: str
+    line_ref: str = ""
+    note: str = ""
+    in_transit_milli: int = 0
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "sku": self.sku,
+            "kind": self.kind.value,
+            "qty_milli": self.qty_milli,
+            "in_transit_milli": self.in_transit_milli,
+            "source_type": self.source_type,
+            "source_id": self.source_id[:64],
+            "line_ref": self.line_ref[:64],
+            "actor": self.actor[:80],
+            "note": self.note[:500],
+            "created_at": now,
+        }
+
+
+_SOURCE_KEY = ("store", "sku", "kind", "source_type", "source_id", "line_ref")
+_CHUNK = 1000  # rows per statement: far inside SQLite's and PostgreSQL's parameter limits
+
+
+async def record_movements(
+    session: AsyncSession, movements: list[Movement], *, now: datetime | None = None
+) -> dict[tuple[str, ...], int]:
+    """Append movements and move the levels with the ones that are new, in a few statements.
+
+    One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` per chunk (a movement seen
+    before, also twice in one call, inserts nothing), then one multi-row level upsert with
+    the summed deltas per (store, sku), in sorted order so concurrent batches lock level
+    rows in the same order. Returns the ids of the inserted movements by source key.
+    """
+    now = now or datetime.now(UTC)
+    insert = _insert(session)
+    inserted: dict[tuple[str, ...], int] = {}
+    deltas: dict[tuple[str, str], list[int]] = {}
+    for start in range(0, len(movements), _CHUNK):
+        rows = [m.row(now) for m in movements[start : start + _CHUNK]]
+        result = await session.execute(
+            insert(StockMovement)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=list(_SOURCE_KEY))
+            .returning(
+                StockMovement.id,
+                *(getattr(StockMovement, c) for c in _SOURCE_KEY),
+                StockMovement.qty_milli,
+                StockMovement.in_transit_milli,
+            )
+        )
+        for movement_id, *key, qty, transit in result.all():
+            inserted[tuple(key)] = movement_id
+            delta = deltas.setdefault((key[0], key[1]), [0, 0])
+            delta[0] += qty
+            delta[1] += transit
+    if deltas:
+        await _move_levels(session, insert, deltas, now)
+    return inserted
+
+
+async def _move_levels(
+    session: AsyncSession, insert: Any, deltas: dict[tuple[str, str], list[int]], now: datetime
+) -> None:
+    """Add each (store, sku)'s summed deltas to its level with one atomic upsert."""
+    rows = [
+        {
+            "store": store,
+            "sku": sku,
+            "on_hand_milli": on_hand,
+            "in_transit_in_milli": transit,
+            "reserved_milli": 0,
+            "negative_since": now if on_hand < 0 else None,
+            "updated_at": now,
+        }
+        for (store, sku), (on_hand, transit) in sorted(deltas.items())
+    ]
+    for start in range(0, len(rows), _CHUNK):
+        stmt = insert(StockLevel).values(rows[start : start + _CHUNK])
+        new_on_hand = StockLevel.on_hand_milli + stmt.excluded.on_hand_milli
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store", "sku"],
+                set_={
+                    "on_hand_milli": new_on_hand,
+                    "in_transit_in_milli": StockLevel.in_transit_in_milli + stmt.excluded.in_transit_in_milli,
+                    # keeps the first moment it went negative; cleared once back at zero or above
+                    "negative_since": case(
+                        (new_on_hand < 0, func.coalesce(StockLevel.negative_since, stmt.excluded.updated_at)),
+                        else_=None,
+                    ),
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+        )
+
+
 async def record_movement(
     session: AsyncSession,
     *,
@@ -126,56 +236,11 @@ async def record_movement(
 ) -> int | None:
     """Append one movement and move the level with it; the movement's id, or None if a
     movement with the same source key was recorded before (then nothing changes)."""
-    now = now or datetime.now(UTC)
-    insert = _insert(session)
-    inserted = await session.scalar(
-        insert(StockMovement)
-        .values(
-            store=store,
-            sku=sku,
-            kind=kind.value,
-            qty_milli=qty_milli,
-            in_transit_milli=in_transit_milli,
-            source_type=source_type,
-            source_id=source_id[:64],
-            line_ref=line_ref[:64],
-            actor=actor[:80],
-            note=note[:500],
-            created_at=now,
-        )
-        .on_conflict_do_nothing(
-            index_elements=["store", "sku", "kind", "source_type", "source_id", "line_ref"]
-        )
-        .returning(StockMovement.id)
+    movement = Movement(
+        store, sku, kind, qty_milli, source_type, source_id, actor, line_ref, note, in_transit_milli
     )
-    if inserted is None:
-        return None
-    stmt = insert(StockLevel).values(
-        store=store,
-        sku=sku,
-        on_hand_milli=qty_milli,
-        in_transit_in_milli=in_transit_milli,
-        reserved_milli=0,
-        negative_since=now if qty_milli < 0 else None,
-        updated_at=now,
-    )
-    new_on_hand = StockLevel.on_hand_milli + stmt.excluded.on_hand_milli
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["store", "sku"],
-            set_={
-                "on_hand_milli": new_on_hand,
-                "in_transit_in_milli": StockLevel.in_transit_in_milli + stmt.excluded.in_transit_in_milli,
-                # keeps the first moment it went negative; cleared once back at zero or above
-                "negative_since": case(
-                    (new_on_hand < 0, func.coalesce(StockLevel.negative_since, stmt.excluded.updated_at)),
-                    else_=None,
-                ),
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-    )
-    return int(inserted)
+    inserted = await record_movements(session, [movement], now=now)
+    return next(iter(inserted.values()), None)
 
 
 @dataclass(frozen=True)

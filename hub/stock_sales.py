@@ -25,11 +25,11 @@ from fractions import Fraction
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 
 from hub.db import AsyncSession
 from hub.models import HubOrder
-from hub.stock import MAX_QTY_MILLI, record_movement, to_milli
+from hub.stock import MAX_QTY_MILLI, Movement, record_movements, to_milli
 from hub.stock_tables import MovementKind, StockFlag, StockFlagKind, StockPendingRefund
 from protocol import Quantity
 
@@ -82,22 +82,28 @@ def _sku_and_milli(line: dict[str, Any]) -> tuple[str, int] | str:
     return sku, milli
 
 
-async def _lock_order(session: AsyncSession, order_id: str) -> None:
-    """Serialise an order's and its refunds' stock work across hub instances.
+async def _lock_orders(session: AsyncSession, order_ids: list[str]) -> None:
+    """Serialise orders' and their refunds' stock work across hub instances.
 
     A refund can reach one hub instance while its order is being ingested by another; each
-    side takes this lock before looking for the other, so one of them always sees the
-    other's rows. SQLite has a single writer already.
+    side takes its order's lock before looking for the other, so one of them always sees
+    the other's rows. One statement for the whole batch, keys in sorted order so two
+    batches never wait on each other crosswise. SQLite has a single writer already.
     """
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if order_ids and session.bind is not None and session.bind.dialect.name == "postgresql":
         await session.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(f"stock:{order_id}", 0)))
+            text(
+                "SELECT pg_advisory_xact_lock(hashtextextended('stock:' || k, 0))"
+                " FROM unnest(CAST(:keys AS text[])) AS k"
+            ),
+            {"keys": sorted(order_ids)},
         )
 
 
-async def _sale(session: AsyncSession, store: str, doc: dict[str, Any]) -> None:
+def _sale(session: AsyncSession, store: str, doc: dict[str, Any]) -> list[Movement]:
     order_id = str(doc.get("id"))
     source = ("order", order_id)
+    moves = []
     for index, raw in enumerate(_list(doc.get("lines"))):
         line = _obj(raw)
         found = _sku_and_milli(line)
@@ -106,30 +112,25 @@ async def _sale(session: AsyncSession, store: str, doc: dict[str, Any]) -> None:
             continue
         sku, milli = found
         line_id = line.get("line_id")
-        await record_movement(
-            session,
-            store=store,
-            sku=sku,
-            kind=MovementKind.SALE,
-            qty_milli=-milli,
-            source_type="order",
-            source_id=order_id,
-            line_ref=str(line_id) if isinstance(line_id, str | int) else f"#{index}",
-            actor=f"sync:{store}",
+        line_ref = str(line_id) if isinstance(line_id, str | int) else f"#{index}"
+        moves.append(
+            Movement(store, sku, MovementKind.SALE, -milli, "order", order_id, f"sync:{store}", line_ref)
         )
+    return moves
 
 
-async def _apply_refund(
+def _apply_refund(
     session: AsyncSession, store: str, order: dict[str, Any], body: dict[str, Any]
-) -> None:
+) -> list[Movement]:
     refund = _obj(body.get("refund"))
     refund_id = str(refund.get("id"))
     source = ("refund", refund_id)
     if order.get("status") != "paid":
         note = f"refund of order {body.get('order_id')}, which is {order.get('status')!r}, not paid"
         _flag(session, store, StockFlagKind.UNKNOWN_REFUND_LINE, source, note, sku=None)
-        return
+        return []
     skus = {str(x.get("line_id")): x.get("sku") for x in map(_obj, _list(order.get("lines")))}
+    moves = []
     for raw in _list(refund.get("lines")):
         line = _obj(raw)
         line_id = str(line.get("line_id"))
@@ -142,44 +143,26 @@ async def _apply_refund(
             _flag(session, store, StockFlagKind.UNREADABLE_LINE, source, found, sku=skus[line_id])
             continue
         sku, milli = found
-        await record_movement(
-            session,
-            store=store,
-            sku=sku,
-            kind=MovementKind.REFUND,
-            qty_milli=milli,
-            source_type="refund",
-            source_id=refund_id,
-            line_ref=line_id,
-            actor=f"sync:{store}",
-            note=str(refund.get("reason") or "")[:200],
+        reason = str(refund.get("reason") or "")[:200]
+        moves.append(
+            Movement(
+                store, sku, MovementKind.REFUND, milli, "refund", refund_id, f"sync:{store}", line_id, reason
+            )
         )
+    return moves
 
 
-async def _order(session: AsyncSession, store: str, doc: dict[str, Any]) -> None:
-    order_id = str(doc.get("id"))
-    if doc.get("status") == "paid":  # a voided order never left the shelf
-        await _sale(session, store, doc)
-    await _lock_order(session, order_id)
-    pending = (
-        await session.scalars(select(StockPendingRefund).where(StockPendingRefund.order_id == order_id))
-    ).all()
-    for row in pending:
-        await _apply_refund(session, row.store, doc, row.body)
-        await session.delete(row)
-
-
-async def _refund(session: AsyncSession, store: str, body: dict[str, Any]) -> None:
+async def _refund(session: AsyncSession, store: str, body: dict[str, Any]) -> list[Movement]:
+    """The refund's movements, or none yet if its order has not arrived (it waits for it)."""
     order_id = str(body.get("order_id"))
     order = await session.get(HubOrder, order_id)
     if order is None:
-        await _lock_order(session, order_id)
+        await _lock_orders(session, [order_id])
         order = await session.scalar(
             select(HubOrder).where(HubOrder.id == order_id).execution_options(populate_existing=True)
         )
     if order is not None:
-        await _apply_refund(session, store, order.doc, body)
-        return
+        return _apply_refund(session, store, order.doc, body)
     refund_id = str(_obj(body.get("refund")).get("id"))
     if await session.get(StockPendingRefund, refund_id[:64]) is None:
         session.add(
@@ -191,13 +174,32 @@ async def _refund(session: AsyncSession, store: str, body: dict[str, Any]) -> No
                 received_at=datetime.now(UTC),
             )
         )
+    return []
 
 
 async def stock_from_sales(
     session: AsyncSession, store: str, orders: list[dict[str, Any]], refunds: list[dict[str, Any]]
 ) -> None:
-    """Sale listener: orders first, so a refund in the same batch finds its order's lines."""
-    for doc in orders:
-        await _order(session, store, _obj(doc))
+    """Sale listener: the batch's movements are collected, then written in a few statements.
+
+    Orders first, so a refund in the same batch finds its order's lines; refunds that
+    arrived before their order (pending) are applied with it.
+    """
+    docs = {str(doc.get("id")): doc for doc in map(_obj, orders)}
+    moves: list[Movement] = []
+    for doc in docs.values():
+        if doc.get("status") == "paid":  # a voided order never left the shelf
+            moves += _sale(session, store, doc)
+    await _lock_orders(session, list(docs))
+    if docs:
+        pending = (
+            await session.scalars(
+                select(StockPendingRefund).where(StockPendingRefund.order_id.in_(list(docs)))
+            )
+        ).all()
+        for row in pending:
+            moves += _apply_refund(session, row.store, docs[row.order_id], row.body)
+            await session.delete(row)
     for body in refunds:
-        await _refund(session, store, _obj(body))
+        moves += await _refund(session, store, _obj(body))
+    await record_movements(session, moves)
