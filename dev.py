@@ -7,6 +7,7 @@ versions from `constraints.txt`, and later runs reinstall only when those files 
     python3 dev.py demo     # hub + embedded broker + SQLite + one simulated store
     python3 dev.py test     # ruff, mypy and the whole test suite
     python3 dev.py bench    # benchmarks, table written to docs/benchmarks.md
+    python3 dev.py bench sync rfm   # only those groups; their sections are replaced
 """
 
 from __future__ import annotations

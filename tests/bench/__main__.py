@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import statistics
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -202,10 +204,8 @@ async def bench_mosquitto_echo(tmp: Path, n: int) -> Row | None:
     )
 
 
-def _arg(index: int, env: str, default: int) -> int:
-    """argv[index], else STORELINK_BENCH_<env>, else the issue's number."""
-    if len(sys.argv) > index:
-        return int(sys.argv[index])
+def _arg(env: str, default: int) -> int:
+    """STORELINK_BENCH_<env>, else the issue's number."""
     return int(os.environ.get(f"STORELINK_BENCH_{env}", default))
 
 
@@ -287,92 +287,66 @@ def _member_goals(rows: list[Row]) -> list[str]:
     return goals
 
 
-async def main() -> None:
-    n = _arg(1, "N", 300)
-    rss_orders = _arg(2, "RSS_ORDERS", 10_000)
-    drain_orders = _arg(3, "DRAIN_ORDERS", 10_000)
-    stores = _arg(4, "STORES", 50)
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        rows = [
+@dataclass
+class Section:
+    """One group's measurements: latency rows, throughput table rows, goal lines and notes."""
+
+    rows: list[Row] = field(default_factory=list)
+    throughput: list[str] = field(default_factory=list)
+    goals: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+async def _core(tmp: Path) -> Section:
+    n = _arg("N", 300)
+    rss_orders = _arg("RSS_ORDERS", 10_000)
+    section = Section(
+        rows=[
             bench_codec(n * 10),
             await bench_record_status(tmp, n),
             await bench_status_to_hub(tmp, n),
         ]
-        mosq = await bench_mosquitto_echo(tmp, n)
-        if mosq:
-            rows.append(mosq)
-        ours, base = await till.durable_close(tmp, n)
-        close_tail = _p99(ours) / _p99(base)
-        rows.append(
-            (
-                "till closes a paid order (pricing, journal, outbox, FULL fsync)",
-                "raw `sqlite3` INSERT + COMMIT, WAL, synchronous=FULL, same disk",
-                ours,
-                base,
-            )
+    )
+    mosq = await bench_mosquitto_echo(tmp, n)
+    if mosq:
+        section.rows.append(mosq)
+    ours, base = await till.durable_close(tmp, n)
+    close_tail = _p99(ours) / _p99(base)
+    section.rows.append(
+        (
+            "till closes a paid order (pricing, journal, outbox, FULL fsync)",
+            "raw `sqlite3` INSERT + COMMIT, WAL, synchronous=FULL, same disk",
+            ours,
+            base,
         )
-        close_rate = len(ours) / sum(ours)
-        ours, base = await till.scan_to_push(tmp, 1000)
-        push_p99_ms = _p99(ours) * 1000
-        rows.append(
-            (
-                "line added over HTTP → `order.updated` at a 2nd WebSocket client (1,000 adds, 20-line baskets)",
-                "raw aiohttp WebSocket echo round trip",
-                ours,
-                base,
-            )
+    )
+    close_rate = len(ours) / sum(ours)
+    ours, base = await till.scan_to_push(tmp, 1000)
+    push_p99_ms = _p99(ours) * 1000
+    section.rows.append(
+        (
+            "line added over HTTP → `order.updated` at a 2nd WebSocket client (1,000 adds, 20-line baskets)",
+            "raw aiohttp WebSocket echo round trip",
+            ours,
+            base,
         )
-        receipt_rows = hardware.receipt_rows(n * 10)
-        rows += receipt_rows
-        render_ms = statistics.median(receipt_rows[0][2]) * 1000
-        ours, base = await hardware.scan_to_till(n)
-        rows.append(
-            (
-                "USB scanner: Enter key event → `scan` event with its product at a till subscriber "
-                "(evdev driver, keymap in auto mode, catalog lookup)",
-                "event bus alone: publish → subscriber",
-                ours,
-                base,
-            )
+    )
+    receipt_rows = hardware.receipt_rows(n * 10)
+    section.rows += receipt_rows
+    render_ms = statistics.median(receipt_rows[0][2]) * 1000
+    ours, base = await hardware.scan_to_till(n)
+    section.rows.append(
+        (
+            "USB scanner: Enter key event → `scan` event with its product at a till subscriber "
+            "(evdev driver, keymap in auto mode, catalog lookup)",
+            "event bus alone: publish → subscriber",
+            ours,
+            base,
         )
-        scan_p99_ms = _p99(ours) * 1000
-        rss_start, rss_end, sell_rate = await till.rss_after_orders(tmp, rss_orders)
-        drain = await _skippable("backlog drain", sync.backlog_drain(tmp, drain_orders))
-        fanin = await _skippable("many stores", sync.many_stores(tmp, stores, batches=20, per_batch=100))
-        members = await _skippable("member RPC", member_rpc.measure(tmp))
-        member_rows = members.rows if members else []
-        rows += member_rows
-        rfm_rows = await _skippable("nightly RFM", rfm.rows(tmp)) or []
-        rows += rfm_rows
-    lines = [
-        "# Benchmarks",
-        "",
-        f"`python3 dev.py bench` on {platform.machine()} / Python {platform.python_version()}, "
-        f"{datetime.now(UTC):%Y-%m-%d}. Median / p99 per operation; the baseline is measured in "
-        "the same run on the same machine.",
-        "",
-        "| measured | median / p99 | baseline | median / p99 | ratio median / p99 |",
-        "|---|---|---|---|---|",
-    ]
-    for name, base_name, ours, base in rows:
-        ratio = statistics.median(ours) / statistics.median(base)
-        tail = _p99(ours) / _p99(base)
-        lines.append(
-            f"| {name} | {_stats(ours)} | {base_name} | {_stats(base)} | {ratio:.1f}× / {tail:.1f}× |"
-        )
-    sync_rows, sync_goals, sync_notes = _throughput_rows(drain, fanin)
-    lines += [
-        "",
-        "Throughput (one run each; the ratio is our time over the baseline's):",
-        "",
-        "| measured | result | baseline | result | ratio |",
-        "|---|---|---|---|---|",
-        *sync_rows,
-    ]
-    lines += [
-        "",
-        "Goals from the issues:",
+    )
+    scan_p99_ms = _p99(ours) * 1000
+    rss_start, rss_end, sell_rate = await till.rss_after_orders(tmp, rss_orders)
+    section.goals += [
         f"- durable close p99 within 2× of the raw commit: {close_tail:.1f}×, {_verdict(close_tail <= 2)}",
         f"- scan→push p99 under 10 ms: {push_p99_ms:.1f} ms, {_verdict(push_p99_ms < 10)}",
         f"- edge RSS after {rss_orders:,} orders under 80 MB: {rss_end:.1f} MB, {_verdict(rss_end < 80)}",
@@ -380,38 +354,140 @@ async def main() -> None:
         f"{_verdict(render_ms < 2)}",
         f"- scan → till event (issue 5 sets no number; the till's own goal is 10 ms): {scan_p99_ms:.2f} ms p99, "
         f"{_verdict(scan_p99_ms < 10)}",
-        *sync_goals,
-        *_member_goals(member_rows),
-        *(
-            f"- nightly RFM + rule tags for 200,000 members / 2,000,000 orders under 60 s: worst of "
-            f"{len(ours)} runs {max(ours):.1f} s, {_verdict(max(ours) < 60)}"
-            for _, _, ours, _ in rfm_rows
-        ),
-        "",
-        *(
-            [
-                f"- Member RPC: {members.cpu_note()}. One hub process serves the 50 requests of a burst "
-                "on one event loop, about ten database round trips each through SQLAlchemy and asyncpg, "
-                "so the last answer of a burst comes that CPU time × 50 after the first; a p99 under "
-                "30 ms at 50 at once needs several hub processes (MQTT shared subscriptions) and the "
-                "cores to run them, which this 2-core machine does not have."
-            ]
-            if members
-            else []
-        ),
+    ]
+    section.notes += [
         f"- Durable order close: {close_rate:,.0f} orders/s one at a time (the till serialises its writes "
         "on one journal thread).",
         f"- Edge process RSS: {rss_start:.1f} MB after start-up, {rss_end:.1f} MB after {rss_orders:,} closed "
         f"orders sold over HTTP by 4 concurrent clients ({sell_rate:,.0f} orders/s end to end, 3 requests each). "
         "Goal: under 80 MB.",
-        *sync_notes,
-        "The status row polls the hub database every 0.5 ms, so it includes up to one "
+        "- The status row polls the hub database every 0.5 ms, so it includes up to one "
         'poll interval and one query. It serves the requirement "a store shows online '
         "within 2 s of its edge starting\": most of those 2 s go to the edge's own start-up.",
+    ]
+    return section
+
+
+async def _sync(tmp: Path) -> Section:
+    drain = await _skippable("backlog drain", sync.backlog_drain(tmp, _arg("DRAIN_ORDERS", 10_000)))
+    fanin = await _skippable(
+        "many stores", sync.many_stores(tmp, _arg("STORES", 50), batches=20, per_batch=100)
+    )
+    throughput, goals, notes = _throughput_rows(drain, fanin)
+    return Section(throughput=throughput, goals=goals, notes=notes)
+
+
+async def _members(tmp: Path) -> Section:
+    members = await _skippable("member RPC", member_rpc.measure(tmp))
+    if members is None:
+        return Section()
+    return Section(
+        rows=members.rows,
+        goals=_member_goals(members.rows),
+        notes=[
+            f"- Member RPC: {members.cpu_note()}. One hub process serves the 50 requests of a burst "
+            "on one event loop, about ten database round trips each through SQLAlchemy and asyncpg, "
+            "so the last answer of a burst comes that CPU time × 50 after the first; a p99 under "
+            "30 ms at 50 at once needs several hub processes (MQTT shared subscriptions) and the "
+            "cores to run them, which this 2-core machine does not have."
+        ],
+    )
+
+
+async def _rfm(tmp: Path) -> Section:
+    rows = await _skippable("nightly RFM", rfm.rows(tmp)) or []
+    return Section(
+        rows=rows,
+        goals=[
+            f"- nightly RFM + rule tags for 200,000 members / 2,000,000 orders under 60 s: worst of "
+            f"{len(ours)} runs {max(ours):.1f} s, {_verdict(max(ours) < 60)}"
+            for _, _, ours, _ in rows
+        ],
+    )
+
+
+# name → (heading, runner); the document keeps this order.
+GROUPS: dict[str, tuple[str, Callable[[Path], Awaitable[Section]]]] = {
+    "core": ("Edge: codec, status, till, printing, scanning, memory", _core),
+    "sync": ("Sync: backlog drain and many stores", _sync),
+    "members": ("Members: RPC at the till", _members),
+    "rfm": ("Members: nightly segments", _rfm),
+}
+_BLOCK = re.compile(r"<!-- bench:(?P<name>[a-z]+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->\n", re.S)
+
+
+def _render(name: str, section: Section) -> str:
+    heading = GROUPS[name][0]
+    lines = [
+        f"<!-- bench:{name} -->",
+        f"## {heading}",
+        "",
+        f"`python3 dev.py bench {name}` on {platform.machine()} / Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d}.",
         "",
     ]
+    if section.rows:
+        lines += [
+            "| measured | median / p99 | baseline | median / p99 | ratio median / p99 |",
+            "|---|---|---|---|---|",
+        ]
+        for row_name, base_name, ours, base in section.rows:
+            ratio = statistics.median(ours) / statistics.median(base)
+            tail = _p99(ours) / _p99(base)
+            lines.append(
+                f"| {row_name} | {_stats(ours)} | {base_name} | {_stats(base)} | {ratio:.1f}× / {tail:.1f}× |"
+            )
+        lines.append("")
+    if section.throughput:
+        lines += [
+            "Throughput (one run each; the ratio is our time over the baseline's):",
+            "",
+            "| measured | result | baseline | result | ratio |",
+            "|---|---|---|---|---|",
+            *section.throughput,
+            "",
+        ]
+    if section.goals:
+        lines += ["Goals from the issues:", "", *section.goals, ""]
+    if section.notes:
+        lines += [*section.notes, ""]
+    if len(lines) == 6:
+        lines += ["Skipped: a service it needs was missing (see the run's output).", ""]
+    return "\n".join([*lines, f"<!-- /bench:{name} -->", ""])
+
+
+async def main() -> None:
+    names = sys.argv[1:] or list(GROUPS)
+    unknown = [name for name in names if name not in GROUPS]
+    if unknown:
+        sys.exit(f"unknown benchmark group {', '.join(unknown)}; the groups are {', '.join(GROUPS)}")
+    path = ROOT / "docs" / "benchmarks.md"
+    old = path.read_text() if path.exists() else ""
+    blocks = {match["name"]: match.group(0) for match in _BLOCK.finditer(old)}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for name in names:
+            print(f"bench {name} …", file=sys.stderr, flush=True)
+            blocks[name] = _render(name, await GROUPS[name][1](tmp))
+    lines = [
+        "# Benchmarks",
+        "",
+        "`python3 dev.py bench` runs every group below and rewrites this file; "
+        "`python3 dev.py bench <group> …` runs the named groups and replaces only their sections. "
+        "Median / p99 per operation; every baseline is measured in the same run on the same machine, "
+        "so the ratios say what our layers cost rather than how fast this machine happens to be.",
+        "",
+    ]
+    for name in GROUPS:
+        lines.append(
+            blocks.get(
+                name,
+                f"<!-- bench:{name} -->\n## {GROUPS[name][0]}\n\nNot measured yet: "
+                f"`python3 dev.py bench {name}`.\n\n<!-- /bench:{name} -->\n",
+            )
+        )
     text = "\n".join(lines)
-    (ROOT / "docs" / "benchmarks.md").write_text(text)
+    path.write_text(text)
     print(text)
 
 
