@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.kds import KdsSettings
+from edge.queue_calls import QueueSettings
 from edge.rpc import OfflinePolicy
 from protocol import StoreId
 from protocol.barcodes import ScaleLayout
@@ -79,6 +81,8 @@ class EdgeSettings(StorelinkSettings):
     scale: ScaleSettings = ScaleSettings()
     offline: OfflinePolicy = OfflinePolicy()
     discovery: DiscoverySettings = DiscoverySettings()
+    kds: KdsSettings = KdsSettings()
+    queue: QueueSettings = QueueSettings()
     log_level: LogLevel = "INFO"
 
     @field_validator("timezone")

@@ -20,7 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers import DrawerKick, decode_escpos, encode
-from edge import printing
+from drivers.receipt import Element
+from edge import kds, printing
 from edge.catalog import Catalog
 from edge.config import EdgeSettings
 from edge.devices import DeviceEntry, DeviceRegistry, load_registry, open_printer
@@ -29,6 +30,7 @@ from edge.errors import EdgeError
 from edge.inputs import InputManager
 from edge.journal import Journal
 from edge.kitchen_tickets import KitchenLine, kitchen_tickets
+from edge.orders import Order
 from edge.print_queue import Job, PrintWorker, Renderer, enqueue, recent_jobs
 from edge.receipt import receipt
 from edge.shifts import load_shift
@@ -62,6 +64,8 @@ class DeviceManager:
         self._mtime: float | None = None
         self._workers: dict[str, tuple[DeviceEntry, contextlib.AsyncExitStack, PrintWorker]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Fired after kitchen-screen and queue changes; their live pages wait on it.
+        self.live = kds.LiveSignal()
 
     # ------------------------------------------------------------------ rendering
 
@@ -123,42 +127,108 @@ class DeviceManager:
         if worker is not None:
             worker[2].notify()  # the worker's read waits for this transaction on the journal thread
 
-    def _kitchen(self, conn: sqlite3.Connection, order_id: str) -> str | None:
-        """Queue each station's ticket for what it has not been sent yet, and record what it has.
+    def print_document(
+        self, conn: sqlite3.Connection, role: str, kind: str, ref: str | None, document: list[Element]
+    ) -> str | None:
+        """Queue a laid-out document (a queue ticket, a QR) for the printer bound to `role`.
 
-        Tickets and the new "sent" state commit together with the caller's transaction, so a
-        line reaches each station exactly once whatever crashes or retries.
+        Encoded now with that printer's profile; None when the store has no such printer.
         """
-        kitchens = self.registry.kitchens()
-        catalog = self._catalog()
-        if not kitchens or catalog is None:
+        entry = self.registry.by_role(role)
+        if entry is None:
             return None
-        station_of = {category: device for device in kitchens for category in device.categories}
-        order = load_order(conn, order_id)
+        job_id = enqueue(conn, entry.id, kind, ref, encode(document, entry.profile()))
+        self._notify(entry.id)
+        return job_id
+
+    def stations(self) -> dict[str, kds.Station]:
+        """The kitchen stations now: printers with role `kitchen-…` and the configured screens."""
+        printers = [(d.id, d.name, d.categories) for d in self.registry.kitchens()]
+        return kds.stations(printers, self._settings.kds.screens)
+
+    def _kitchen_lines(
+        self, conn: sqlite3.Connection, order: Order, station_of: dict[str, str]
+    ) -> list[KitchenLine] | None:
+        catalog = self._catalog()
+        if catalog is None:
+            return None  # without a catalog nothing is routed, and nothing must look cancelled
+        plan = kds.load_plan(conn, order.id)
         lines = []
         for line in order.lines:
             product = catalog.by_sku(line.sku)
-            device = station_of.get(product.category) if product else None
-            if device is not None:
-                qty = line.qty - line.refunded_qty
-                lines.append(KitchenLine(line.line_id, line.name, qty, line.note, station=device.name))
+            station = station_of.get(product.category) if product else None
+            if station is not None:
+                # A voided order takes everything back from the kitchen; a refund what it gave back.
+                qty = 0 if order.status == "voided" else line.qty - line.refunded_qty
+                course, held = plan.get(line.line_id, (1, False))
+                lines.append(
+                    KitchenLine(line.line_id, line.name, qty, line.note, station, held=held, course=course)
+                )
+        return lines
+
+    def kitchen_round(
+        self, conn: sqlite3.Connection, order_id: str, *, pickup: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Send each station what it has not been told yet: print jobs and screen tickets.
+
+        Jobs, screen tickets and the new "sent" state commit together with the caller's
+        transaction, so a line reaches each station exactly once whatever crashes or retries.
+        Returns what was sent, one entry per station ticket.
+        """
+        stations = self.stations()
+        station_of = {category: s.name for s in stations.values() for category in s.categories}
+        order = load_order(conn, order_id)
+        lines = self._kitchen_lines(conn, order, station_of)
         row = conn.execute("SELECT state FROM kitchen_sent WHERE order_id = ?", (order_id,)).fetchone()
         sent = json.loads(row[0]) if row else {}
+        if lines is None or (not lines and not sent):
+            return []
         round_ = kitchen_tickets(lines, sent, order_number=f"{order.number:04d}", at=self._now())
-        by_name = {device.name: device for device in kitchens}
-        last = None
+        with_pickup = kds.kitchen_order(
+            conn, order_id, pickup=pickup, default=self._settings.kds.pickup_on_pay
+        )
+        now = datetime.now(UTC)
+        out: list[dict[str, Any]] = []
         for ticket in round_.tickets:
-            device = by_name[ticket.station]
-            last = enqueue(
-                conn, device.id, "kitchen", order_id, encode(list(ticket.document), device.profile())
-            )
-            self._notify(device.id)
+            station = stations.get(ticket.station)
+            if station is None:
+                log.warning(
+                    "kitchen station %s is gone; its ticket for order %04d is dropped",
+                    ticket.station,
+                    order.number,
+                )
+                continue
+            done: dict[str, Any] = {"station": station.name, "changes": [c.kind for c in ticket.changes]}
+            if station.printer is not None:
+                device = self.registry.find(station.printer)
+                done["job"] = enqueue(
+                    conn, device.id, "kitchen", order_id, encode(list(ticket.document), device.profile())
+                )
+                self._notify(device.id)
+            if station.screen:
+                done["screen_ticket"] = kds.record_ticket(
+                    conn,
+                    ticket,
+                    order_id=order_id,
+                    order_number=order.number,
+                    first=ticket.station not in sent,
+                    pickup=with_pickup,
+                    now=now,
+                )
+            out.append(done)
         conn.execute(
             "INSERT INTO kitchen_sent (order_id, state) VALUES (?, ?) "
             "ON CONFLICT (order_id) DO UPDATE SET state = excluded.state",
             (order_id, json.dumps(round_.sent, ensure_ascii=False)),
         )
-        return last
+        if any("screen_ticket" in done for done in out):
+            self.live.fire()
+        return out
+
+    def _kitchen(self, conn: sqlite3.Connection, order_id: str) -> str | None:
+        """The till's kitchen hook (paid, refunded, voided): the round, answering its last print job."""
+        jobs = [done["job"] for done in self.kitchen_round(conn, order_id) if "job" in done]
+        return jobs[-1] if jobs else None
 
     async def test(self, key: str) -> dict[str, Any]:
         """Try a device (by id, name or role): a printer prints a test page, a scale reads a weight.

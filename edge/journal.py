@@ -144,6 +144,55 @@ _MIGRATIONS: list[str] = [
         doc TEXT NOT NULL
     ) STRICT;
     """,
+    # 7: kitchen display screens, hold-and-fire, queue calling, pickup numbers (edge/kds.py, queue_calls.py)
+    """
+    CREATE TABLE live_versions (channel TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT;
+    CREATE TABLE kitchen_orders (order_id TEXT PRIMARY KEY, pickup INTEGER NOT NULL) STRICT;
+    CREATE TABLE kitchen_plan (
+        order_id TEXT NOT NULL,
+        line_id TEXT NOT NULL,
+        course INTEGER NOT NULL,
+        held INTEGER NOT NULL,
+        PRIMARY KEY (order_id, line_id)
+    ) STRICT;
+    CREATE TABLE kds_tickets (
+        id TEXT PRIMARY KEY,
+        station TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        order_number INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        pickup INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('new', 'in_progress', 'ready', 'served')),
+        items TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX kds_tickets_station ON kds_tickets (station, state, created_at);
+    CREATE INDEX kds_tickets_version ON kds_tickets (station, version);
+    CREATE INDEX kds_tickets_order ON kds_tickets (order_id);
+    CREATE TABLE queue_tickets (
+        id TEXT PRIMARY KEY,
+        business_day TEXT NOT NULL,
+        category TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        party_size INTEGER,
+        order_id TEXT UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('waiting', 'called', 'seated', 'skipped', 'cancelled')),
+        calls INTEGER NOT NULL,
+        taken_at TEXT NOT NULL,
+        called_at TEXT,
+        done_at TEXT,
+        UNIQUE (business_day, category, number)
+    ) STRICT;
+    CREATE INDEX queue_tickets_state ON queue_tickets (business_day, state, category, number);
+    CREATE TABLE queue_calls (
+        id INTEGER PRIMARY KEY,
+        ticket_id TEXT NOT NULL REFERENCES queue_tickets (id),
+        at TEXT NOT NULL,
+        text TEXT NOT NULL
+    ) STRICT;
+    """,
 ]
 
 

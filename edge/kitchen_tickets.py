@@ -7,6 +7,10 @@ transaction that queues the tickets' print jobs. A crash before that commit leav
 old state, so the next round produces the same tickets again; after it, the jobs are in
 the queue and the state says they were sent, so nothing prints twice and nothing goes
 missing.
+
+Hold-and-fire (叫起): a line sent `held` reaches its station marked "wait for the call";
+when it is later sent not held, the station gets a "fire" change (起菜) for it, once. A
+line that was fired never goes back to held.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from protocol import format_qty
 __all__ = [
     "DEFAULT_STATION",
     "ChangeKind",
+    "HeldLine",
     "KitchenChange",
     "KitchenLine",
     "KitchenRound",
@@ -31,10 +36,11 @@ __all__ = [
     "SentLine",
     "SentState",
     "kitchen_tickets",
+    "ticket_title",
 ]
 
 DEFAULT_STATION = "厨房"
-ChangeKind: TypeAlias = Literal["new", "changed", "cancelled"]
+ChangeKind: TypeAlias = Literal["new", "changed", "cancelled", "fire"]
 _ZERO = Fraction(0)
 
 
@@ -47,6 +53,9 @@ class KitchenLine:
     qty: Fraction | int | str
     note: str = ""
     station: str = DEFAULT_STATION
+    # 叫起: the station knows of the line but waits for the call; `course` groups what is fired together.
+    held: bool = False
+    course: int = 1
 
 
 class SentLine(NamedTuple):
@@ -58,7 +67,16 @@ class SentLine(NamedTuple):
     name: str
 
 
-SentState: TypeAlias = dict[str, dict[str, SentLine]]
+class HeldLine(NamedTuple):
+    """A line the station was sent held (叫起); JSON-serialises with a fourth item, true."""
+
+    qty: str
+    note: str
+    name: str
+    held: bool = True
+
+
+SentState: TypeAlias = dict[str, dict[str, SentLine | HeldLine]]
 """Station -> line id -> what that station was sent; persist it with the print jobs."""
 
 
@@ -73,6 +91,8 @@ class KitchenChange:
     sent_qty: Fraction
     note: str
     sent_note: str
+    held: bool = False
+    course: int = 1
 
     @property
     def delta(self) -> Fraction:
@@ -110,17 +130,21 @@ def _qty(value: object, what: str) -> Fraction:
     return qty
 
 
-def _sent_lines(station: str, lines: Mapping[str, Sequence[object]]) -> dict[str, tuple[Fraction, str, str]]:
+_Sent: TypeAlias = tuple[Fraction, str, str, bool]  # qty, note, name, held
+
+
+def _sent_lines(station: str, lines: Mapping[str, Sequence[object]]) -> dict[str, _Sent]:
     parsed = {}
     for line_id, entry in lines.items():
         # Two-item (qty, note) entries are accepted too; such a line, once deleted, is named by its id.
-        if isinstance(entry, str) or len(entry) not in (2, 3):
+        if isinstance(entry, str) or len(entry) not in (2, 3, 4):
             raise PrintTemplateError(
                 f"station {station} line {line_id}: sent entry {entry!r} is not (qty, note, name)"
             )
         qty, note, *rest = entry
         name = str(rest[0]) if rest else ""
-        parsed[line_id] = (_qty(qty, f"station {station} line {line_id}"), str(note), name)
+        held = len(rest) == 2 and rest[1] is True
+        parsed[line_id] = (_qty(qty, f"station {station} line {line_id}"), str(note), name, held)
     return parsed
 
 
@@ -136,33 +160,65 @@ def _current(lines: Sequence[KitchenLine]) -> dict[str, dict[str, tuple[KitchenL
     return by_station
 
 
+def _held(line: KitchenLine, before: _Sent | None) -> bool:
+    # A dish the station was told to cook (never held, or fired since) is never held again.
+    return line.held and (before is None or before[3])
+
+
 def _diff(
-    now: Mapping[str, tuple[KitchenLine, Fraction]], before: Mapping[str, tuple[Fraction, str, str]]
+    now: Mapping[str, tuple[KitchenLine, Fraction]], before: Mapping[str, _Sent]
 ) -> list[KitchenChange]:
     cancelled: list[KitchenChange] = []
     changed: list[KitchenChange] = []
-    for line_id, (sent_qty, sent_note, sent_name) in before.items():
+    for line_id, (sent_qty, sent_note, sent_name, sent_held) in before.items():
         current = now.get(line_id)
         if current is None or current[1] == 0:
             name = current[0].name if current else sent_name or line_id
-            cancelled.append(KitchenChange("cancelled", line_id, name, _ZERO, sent_qty, "", sent_note))
+            course = current[0].course if current else 1
+            cancelled.append(
+                KitchenChange("cancelled", line_id, name, _ZERO, sent_qty, "", sent_note, sent_held, course)
+            )
     for line_id, (line, qty) in now.items():
         if qty == 0:
             continue
-        if line_id not in before:
-            changed.append(KitchenChange("new", line_id, line.name, qty, _ZERO, line.note, ""))
+        previous = before.get(line_id)
+        held = _held(line, previous)
+        if previous is None:
+            changed.append(
+                KitchenChange("new", line_id, line.name, qty, _ZERO, line.note, "", held, line.course)
+            )
             continue
-        sent_qty, sent_note, _ = before[line_id]
-        if qty != sent_qty or line.note != sent_note:
-            changed.append(KitchenChange("changed", line_id, line.name, qty, sent_qty, line.note, sent_note))
+        sent_qty, sent_note, _, sent_held = previous
+        if sent_held and not held:
+            kind: ChangeKind = "fire"
+        elif qty != sent_qty or line.note != sent_note:
+            kind = "changed"
+        else:
+            continue
+        changed.append(
+            KitchenChange(kind, line_id, line.name, qty, sent_qty, line.note, sent_note, held, line.course)
+        )
     # Cancellations first: stopping a dish already on the stove matters most.
     return cancelled + changed
+
+
+def _fire_rows(change: KitchenChange) -> list[Element]:
+    rows: list[Element] = [
+        Text(f"起菜 {change.name} x{format_qty(change.qty)}", width=2, height=2, bold=True, invert=True)
+    ]
+    if change.qty != change.sent_qty:
+        rows.append(Text(f"  (叫起时 x{format_qty(change.sent_qty)})"))
+    if change.note:
+        rows.append(Text(f"  备注: {change.note}", height=2, bold=True))
+    return rows
 
 
 def _change_rows(change: KitchenChange) -> list[Element]:
     # An ASCII "x" before the quantity: the layout may break after the wide "×", which would
     # leave a bare "1" on the next line of a cancellation.
     qty = format_qty(change.qty)
+    if change.kind == "fire":
+        return _fire_rows(change)
     if change.kind == "cancelled":
         return [
             Text(
@@ -173,8 +229,12 @@ def _change_rows(change: KitchenChange) -> list[Element]:
                 invert=True,
             )
         ]
+    hold = f"  [叫起 第{change.course}道]" if change.held else ""
+    rows: list[Element]
     if change.kind == "new":
-        rows: list[Element] = [Text(f"{change.name} x{qty}", width=2, height=2, bold=True)]
+        rows = [Text(f"{change.name} x{qty}", width=2, height=2, bold=True)]
+        if hold:
+            rows.append(Text(hold, bold=True))
         if change.note:
             rows.append(Text(f"  备注: {change.note}", height=2, bold=True))
         return rows
@@ -186,12 +246,21 @@ def _change_rows(change: KitchenChange) -> list[Element]:
     else:
         head = f"改 {change.name} x{qty}"
     rows = [Text(head, width=2, height=2, bold=True)]
+    if hold:
+        rows.append(Text(hold, bold=True))
     if delta:
         rows.append(Text(f"  现共 {qty} (原 {format_qty(change.sent_qty)})"))
     if change.note != change.sent_note:
         rows.append(Text(f"  备注改为: {change.note or '无'}", height=2, bold=True))
         rows.append(Text(f"  (原备注: {change.sent_note or '无'})"))
     return rows
+
+
+def ticket_title(changes: Sequence[KitchenChange], *, first: bool) -> str:
+    """新单, 加单/改单 or 起菜 (a ticket that only fires held dishes)."""
+    if changes and all(change.kind == "fire" for change in changes):
+        return "起菜"
+    return "新单" if first else "加单/改单"
 
 
 def _ticket(
@@ -208,7 +277,7 @@ def _ticket(
         doc.append(Text(f"桌号 {table}", width=2, height=2, bold=True))
     doc.append(Columns((Cell(f"单号 {order_number}"), Cell(f"{at:%H:%M:%S}", align="right"))))
     # A cook who sees "加单" knows the earlier ticket stands and this one adds to it.
-    doc += [Text("新单" if first else "加单/改单", bold=True, align="center"), Rule("=")]
+    doc += [Text(ticket_title(changes, first=first), bold=True, align="center"), Rule("=")]
     for change in changes:
         doc += _change_rows(change)
     doc += [Rule("="), Text(f"{at:%Y-%m-%d %H:%M:%S}", align="center"), Cut()]
@@ -238,8 +307,10 @@ def kitchen_tickets(
                 station, changes, first=not previous, order_number=order_number, table=table, at=at
             )
             tickets.append(KitchenTicket(station, tuple(changes), document))
-        kept = {
-            line_id: SentLine(format_qty(qty), line.note, line.name)
+        kept: dict[str, SentLine | HeldLine] = {
+            line_id: (HeldLine if _held(line, previous.get(line_id)) else SentLine)(
+                format_qty(qty), line.note, line.name
+            )
             for line_id, (line, qty) in now.items()
             if qty > 0
         }

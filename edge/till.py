@@ -199,6 +199,10 @@ class Till:
 
         return await self._run(work, idem, durable=durable)
 
+    async def command(self, work: Callable[[sqlite3.Connection], Reply], idem: Idempotency | None) -> Reply:
+        """Run another part's command (kitchen, queue) as one transaction with the till's idempotency."""
+        return await self._run(work, idem)
+
     # ------------------------------------------------------------------ reads
 
     async def get_order(self, order_id: str) -> Order:
@@ -449,6 +453,9 @@ class Till:
                 save_shift(conn, shift.model_copy(update={"refunds": refunds}))
             write_audit(conn, staff.id, "order.void", order_id, reason)
             append_event(conn, "order.voided", change.doc, change.now.isoformat())
+            if self._queue_print is not None:
+                # What the kitchen was already sent of a voided order comes out as cancellations.
+                self._queue_print(conn, "kitchen", "kitchen", order_id)
 
         return await self._change(order_id, rule, idem, after=report, durable=True)
 
