@@ -363,12 +363,16 @@ def _gift(rule: GiftRule, lines: list[_Line], eligible: list[int]) -> _Outcome:
     return _Outcome({}, times, list(eligible), [gift])
 
 
-def _outcome(rule: Rule, lines: list[_Line], cart: Cart, index: _Index) -> _Outcome:
+def _outcome(
+    rule: Rule, lines: list[_Line], cart: Cart, index: _Index, skip: frozenset[int] = frozenset()
+) -> _Outcome:
     """What the rule would do to the cart as it stands, after floors and its own cap."""
     if isinstance(rule, BundleRule):
         outcome = _bundle(rule, lines, index)
     else:
-        eligible = [i for i in index.in_scope(rule.scope, lines) if _open_to(rule, lines[i])]
+        eligible = [
+            i for i in index.in_scope(rule.scope, lines) if i not in skip and _open_to(rule, lines[i])
+        ]
         if not eligible:
             return _Outcome({}, 0, [])
         if isinstance(rule, NthItemRule):
@@ -448,7 +452,7 @@ def evaluate(rules: RuleSet, cart: Cart) -> PromotionResult:
     for rule in live:
         if rule.group is None:
             outcome = _outcome(rule, lines, cart, index)
-            if outcome.value > 0:
+            if outcome.value > 0 or outcome.gifts:
                 applied.append(_apply(rule, outcome, lines))
                 gifts.extend(outcome.gifts)
             continue
@@ -458,13 +462,26 @@ def evaluate(rules: RuleSet, cart: Cart) -> PromotionResult:
         candidates = [r for r in live if r.group == rule.group]
         while candidates:
             outcomes = [(r, _outcome(r, lines, cart, index)) for r in candidates]
-            outcomes = [(r, o) for r, o in outcomes if o.value > 0]
+            outcomes = [(r, o) for r, o in outcomes if o.value > 0 or o.gifts]
             if not outcomes:
                 break
             # max() keeps the first of equals: the higher priority, then the lower id.
             best, outcome = max(outcomes, key=lambda pair: pair[1].value)
-            applied.append(_apply(best, outcome, lines))
-            gifts.extend(outcome.gifts)
+            if _STAGE[best.kind] == 0:
+                # A per-line rule leaves the lines where another per-line rule of the group
+                # saves more to that rule (it comes next round): per line, the best wins.
+                better = frozenset(
+                    i
+                    for other, theirs in outcomes
+                    if other is not best and _STAGE[other.kind] == 0
+                    for i, amount in theirs.amounts.items()
+                    if amount > outcome.amounts.get(i, 0)
+                )
+                if better:
+                    outcome = _outcome(best, lines, cart, index, better)
+            if outcome.value > 0 or outcome.gifts:
+                applied.append(_apply(best, outcome, lines))
+                gifts.extend(outcome.gifts)
             candidates = [r for r, _ in outcomes if r is not best]
     results = [
         LineResult(
