@@ -80,6 +80,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "transfers.read": frozenset(Role),
     "transfers.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "transfers.approve": frozenset({Role.OWNER, Role.REGIONAL}),
+    "catalog.read": frozenset(Role),
+    "catalog.write": frozenset({Role.OWNER, Role.REGIONAL}),
+    "catalog.price": frozenset({Role.OWNER, Role.REGIONAL}),
+    "catalog.link": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "catalog.publish": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "jobs.read": frozenset({Role.OWNER}),
     "jobs.run": frozenset({Role.OWNER}),
 }
