@@ -58,6 +58,8 @@ _PUBLIC = {
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/devices/pair"),
     ("GET", "/display"),  # a static page; its WebSocket needs the screen's device token
+    ("GET", "/kds"),  # the kitchen screen page, likewise
+    ("GET", "/queue"),  # the waiting-area queue display, likewise
 }
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
@@ -178,7 +180,7 @@ def _bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    if request.path == "/api/v1/events":
+    if request.path in ("/api/v1/events", "/api/v1/kds/live", "/api/v1/queue/live"):
         return request.query.get("token")  # browsers cannot set headers on a WebSocket
     return None
 
@@ -327,7 +329,13 @@ def make_app(
     devices: DeviceManager,
 ) -> web.Application:
     """Build the local API around the daemon's shared parts."""
-    from edge import api_devices, api_members, api_till  # noqa: PLC0415 - they import helpers from this module
+    from edge import (  # noqa: PLC0415 - they import helpers from this module
+        api_devices,
+        api_kds,
+        api_members,
+        api_queue,
+        api_till,
+    )
 
     app = web.Application(middlewares=[problem_middleware, auth_middleware], client_max_size=1024**2)
     app[SETTINGS] = settings
@@ -350,4 +358,6 @@ def make_app(
     api_till.add_routes(app)
     api_devices.add_routes(app)
     api_members.add_routes(app)
+    api_kds.add_routes(app)
+    api_queue.add_routes(app)
     return app
