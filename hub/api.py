@@ -258,6 +258,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
         api_passes,
         api_sales,
         api_stock,
+        api_stocktakes,
         api_stored_value,
         api_tags,
     )
@@ -269,6 +270,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_stored_value.add_routes(app)
     api_loyalty.add_routes(app)
     api_stock.add_routes(app)
+    api_stocktakes.add_routes(app)
     api_catalog.add_routes(app)
     api_jobs.add_routes(app)
     api_tags.add_routes(app)

@@ -80,6 +80,13 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "transfers.read": frozenset(Role),
     "transfers.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "transfers.approve": frozenset({Role.OWNER, Role.REGIONAL}),
+    "stocktakes.read": frozenset(Role),
+    "stocktakes.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "stocktakes.approve": frozenset({Role.OWNER, Role.REGIONAL}),
+    # appointments (智能预约): store staff for their stores, head office everywhere; services are chain-wide
+    "appointments.read": frozenset(Role),
+    "appointments.write": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
+    "appointments.configure": frozenset({Role.OWNER}),
     "catalog.read": frozenset(Role),
     "catalog.write": frozenset({Role.OWNER, Role.REGIONAL}),
     "catalog.price": frozenset({Role.OWNER, Role.REGIONAL}),
@@ -87,6 +94,10 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "catalog.publish": frozenset({Role.OWNER, Role.REGIONAL, Role.STORE_MANAGER}),
     "jobs.read": frozenset({Role.OWNER}),
     "jobs.run": frozenset({Role.OWNER}),
+    "promotions.read": frozenset(Role),
+    "promotions.write": frozenset({Role.OWNER, Role.MARKETING}),
+    "coupons.read": frozenset(Role),
+    "coupons.write": frozenset({Role.OWNER, Role.MARKETING}),
 }
 
 

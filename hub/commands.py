@@ -15,12 +15,20 @@ from uuid import UUID
 
 from sqlalchemy import or_, select, update
 
-from hub.db import Database
+from hub.db import AsyncSession, Database
 from hub.errors import NotFound
 from hub.models import Store, StoreCommand
 from protocol import Command, CommandResult, new_id
 
-__all__ = ["create_command", "due_commands", "get_command", "list_commands", "mark_sent", "record_result"]
+__all__ = [
+    "add_command",
+    "create_command",
+    "due_commands",
+    "get_command",
+    "list_commands",
+    "mark_sent",
+    "record_result",
+]
 
 log = logging.getLogger(__name__)
 RESEND_AFTER = timedelta(seconds=15)
@@ -42,26 +50,40 @@ async def create_command(
     expires_in: timedelta | None = None,
 ) -> StoreCommand:
     """Record a new pending command for `store`."""
+    async with db.session() as session, session.begin():
+        if await session.get(Store, store) is None:
+            raise NotFound(f"no store '{store}'")
+        return add_command(session, store, command_type, body, created_by=created_by, expires_in=expires_in)
+
+
+def add_command(
+    session: AsyncSession,
+    store: str,
+    command_type: str,
+    body: dict[str, Any],
+    *,
+    created_by: str,
+    expires_in: timedelta | None = None,
+) -> StoreCommand:
+    """Add a pending command to the caller's transaction: it is sent only if that commits
+    (a transfer approved and its shipping task for the store are one decision)."""
     now = datetime.now(UTC)
     # Validates type and body exactly as the store will decode them.
     expires_at = now + expires_in if expires_in else None
     wire = Command(id=new_id(), type=command_type, body=body, expires_at=expires_at)
-    async with db.session() as session, session.begin():
-        if await session.get(Store, store) is None:
-            raise NotFound(f"no store '{store}'")
-        row = StoreCommand(
-            id=str(wire.id),
-            store=store,
-            type=wire.type,
-            body=wire.body,
-            created_by=created_by,
-            created_at=now,
-            expires_at=wire.expires_at,
-            state="pending",
-            detail="",
-            sent_count=0,
-        )
-        session.add(row)
+    row = StoreCommand(
+        id=str(wire.id),
+        store=store,
+        type=wire.type,
+        body=wire.body,
+        created_by=created_by[:64],
+        created_at=now,
+        expires_at=wire.expires_at,
+        state="pending",
+        detail="",
+        sent_count=0,
+    )
+    session.add(row)
     return row
 
 

@@ -27,6 +27,8 @@ from hub.db import Database
 from hub.errors import NotFound
 from hub.models import HubOrder, HubRefund, HubShift, Reconciliation, Store, StoreEvent, SyncState
 from hub.sales_hooks import apply_new_sales
+from hub.stock_reports import REPORT_TYPES as STOCK_REPORT_TYPES
+from hub.stock_reports import apply_stock_reports
 from protocol import DecodeError, Event, EventBatch
 
 __all__ = ["IngestResult", "ingest_batch"]
@@ -151,6 +153,7 @@ class _Batch:
         self.shifts: list[tuple[_ShiftBody, dict[str, Any]]] = []
         self.new_orders: list[dict[str, Any]] = []
         self.new_refunds: list[dict[str, Any]] = []
+        self.stock_reports: list[tuple[str, dict[str, Any]]] = []  # counts, transfer scans
 
     def conflict(self, seq: int, kind: str, key: str, existing: str, incoming: dict[str, Any]) -> None:
         self.conflicts += 1
@@ -196,6 +199,8 @@ class _Batch:
                 )
             elif event.type in ("shift.opened", "shift.closed"):
                 self.shifts.append((_ShiftBody.model_validate(event.body), event.body))
+            elif event.type in STOCK_REPORT_TYPES:
+                self.stock_reports.append((event.type, event.body))
             else:
                 log.debug("store %s: event type %s is stored but has no table yet", self.store, event.type)
         except (ValidationError, ValueError) as err:
@@ -222,6 +227,9 @@ class _Batch:
         if self.new_orders or self.new_refunds:
             # In the batch's transaction: what derives from a sale happens exactly once with it.
             await apply_new_sales(self.session, self.store, self.new_orders, self.new_refunds)
+        if self.stock_reports:
+            # After the sales: a count's "sold before it was counted" needs this batch's orders.
+            await apply_stock_reports(self.session, self.store, self.stock_reports)
 
     async def _insert_new(
         self,

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from hub.commands import add_command
 from hub.db import AsyncSession
 from hub.errors import NotFound
 from hub.models import Store
@@ -187,11 +188,53 @@ async def approve(session: AsyncSession, transfer_id: str, *, actor: str) -> Tra
         approved_by=actor,
         approved_at=_now(),
     )
-    return TransferView(transfer, await _lines(session, transfer_id))
+    lines = await _lines(session, transfer_id)
+    # The source store's shipping task, sent only if the approval commits.
+    task = {"transfer_id": transfer_id, "to_store": transfer.to_store, "note": transfer.note}
+    add_command(
+        session,
+        transfer.from_store,
+        "transfer.ship",
+        {**task, "lines": _task_lines(lines, shipped=False)},
+        created_by=actor,
+    )
+    return TransferView(transfer, lines)
 
 
-async def ship(session: AsyncSession, transfer_id: str, *, actor: str) -> TransferView:
-    """The goods leave the source: its on-hand drops, the destination's in-transit rises."""
+def _task_lines(lines: list[TransferLine], *, shipped: bool) -> list[dict[str, str]]:
+    return [
+        {"sku": x.sku, "qty": format_milli(x.shipped_milli if shipped else x.qty_milli)}
+        for x in lines
+        if not shipped or x.shipped_milli
+    ]
+
+
+def _check_shipped(lines: list[TransferLine], quantities: dict[str, int]) -> None:
+    """The source scanned what it shipped: each SKU on the transfer, at most what was approved."""
+    by_sku = {line.sku: line for line in lines}
+    for sku, qty in quantities.items():
+        if sku not in by_sku:
+            raise StockError(f"sku {sku} is not on this transfer; ship only what was approved")
+        if qty < 0:
+            raise StockError(f"sku {sku}: the shipped quantity must not be negative")
+        if qty > by_sku[sku].qty_milli:
+            raise StockError(
+                f"sku {sku}: {format_milli(qty)} scanned but only {format_milli(by_sku[sku].qty_milli)} "
+                "was approved; ship the rest with a new transfer"
+            )
+    if not any(quantities.values()):
+        raise StockError("nothing was scanned to ship; cancel the transfer instead")
+
+
+async def ship(
+    session: AsyncSession, transfer_id: str, *, actor: str, quantities: dict[str, int] | None = None
+) -> TransferView:
+    """The goods leave the source: its on-hand drops, the destination's in-transit rises.
+
+    `quantities` (SKU → thousandths, from the store's scan) ships what was really packed:
+    a SKU left out ships 0; without it every line ships its approved quantity. The
+    destination gets its receiving task (`transfer.receive`) in the same transaction.
+    """
     now = _now()
     transfer = await _step(
         session,
@@ -203,8 +246,12 @@ async def ship(session: AsyncSession, transfer_id: str, *, actor: str) -> Transf
         shipped_at=now,
     )
     lines = await _lines(session, transfer_id)
+    if quantities is not None:
+        _check_shipped(lines, quantities)
     for line in lines:
-        line.shipped_milli = line.qty_milli
+        line.shipped_milli = line.qty_milli if quantities is None else quantities.get(line.sku, 0)
+        if not line.shipped_milli:
+            continue
         common: dict[str, Any] = {
             "sku": line.sku,
             "source_type": "transfer",
@@ -217,7 +264,7 @@ async def ship(session: AsyncSession, transfer_id: str, *, actor: str) -> Transf
             session,
             store=transfer.from_store,
             kind=MovementKind.TRANSFER_OUT,
-            qty_milli=-line.qty_milli,
+            qty_milli=-line.shipped_milli,
             note=f"to {transfer.to_store}",
             **common,
         )
@@ -226,10 +273,18 @@ async def ship(session: AsyncSession, transfer_id: str, *, actor: str) -> Transf
             store=transfer.to_store,
             kind=MovementKind.TRANSIT_IN,
             qty_milli=0,
-            in_transit_milli=line.qty_milli,
+            in_transit_milli=line.shipped_milli,
             note=f"from {transfer.from_store}",
             **common,
         )
+    task = {"transfer_id": transfer_id, "from_store": transfer.from_store, "note": transfer.note}
+    add_command(
+        session,
+        transfer.to_store,
+        "transfer.receive",
+        {**task, "lines": _task_lines(lines, shipped=True)},
+        created_by=actor,
+    )
     return TransferView(transfer, lines)
 
 
@@ -247,6 +302,9 @@ async def cancel(session: AsyncSession, transfer_id: str, *, actor: str, reason:
         cancelled_at=_now(),
         reason=reason.strip()[:500],
     )
+    if transfer.approved_at is not None:  # the source store had a shipping task: withdraw it
+        body = {"transfer_id": transfer_id, "reason": transfer.reason or ""}
+        add_command(session, transfer.from_store, "transfer.cancel", body, created_by=actor)
     return TransferView(transfer, await _lines(session, transfer_id))
 
 
