@@ -137,9 +137,18 @@ async def test_a_bad_batch_names_each_problem_and_writes_nothing(db, items, expe
 async def test_a_barcode_taken_by_a_stored_product_is_refused(db):
     await _save(db, [cola()])
     with pytest.raises(InvalidProducts, match="already belongs to 'DRK-002'"):
-        await _save(db, [ProductIn(sku="X", name="x", price_fen=1, units=[{"unit": "箱", "qty": 6, "barcodes": [COLA_CASE]}])])
+        await _save(
+            db,
+            [
+                ProductIn(
+                    sku="X", name="x", price_fen=1, units=[{"unit": "箱", "qty": 6, "barcodes": [COLA_CASE]}]
+                )
+            ],
+        )
     # moving a barcode from one product to another in one batch is fine
-    await _save(db, [cola(barcodes=["6954767410456"]), ProductIn(sku="X", name="x", price_fen=1, barcodes=[COLA])])
+    await _save(
+        db, [cola(barcodes=["6954767410456"]), ProductIn(sku="X", name="x", price_fen=1, barcodes=[COLA])]
+    )
 
 
 def test_product_fields_are_validated():
@@ -193,7 +202,11 @@ async def test_store_links_prices_and_the_snapshot_the_edge_accepts(db):
     assert till.store_price_fen("DRK-002") == 280
     match = till.lookup_barcode(COLA)
     assert match is not None
-    assert (match.product.price_fen, match.product.member_price_fen, match.product.category) == (300, 250, "碳酸饮料")
+    assert (match.product.price_fen, match.product.member_price_fen, match.product.category) == (
+        300,
+        250,
+        "碳酸饮料",
+    )
     assert till.lookup_barcode(COLA_CASE) is None  # the till cannot sell a case as 24 pieces: not sent
     assert till.by_sku("COF-LAT").active is False  # unavailable at this store
     assert till.by_sku("COF-LAT-L").variant_of == "COF-LAT"
@@ -216,7 +229,8 @@ HEADER = ["商品编码", "商品名称", "分类", "售价", "进价", "税率"
 
 def _rows(n: int) -> list[list[object]]:
     rows: list[list[object]] = [
-        [f"SKU-{i:04d}", f"商品{i}", "零食", f"{1 + i % 50}.50", "1.2", "13%", ean(i), "", "", ""] for i in range(1, n + 1)
+        [f"SKU-{i:04d}", f"商品{i}", "零食", f"{1 + i % 50}.50", "1.2", "13%", ean(i), "", "", ""]
+        for i in range(1, n + 1)
     ]
     rows[0][7:10] = ["箱", "24", ean(5000)]
     return rows

@@ -74,25 +74,35 @@ async def _refused(resp, status: int, words: str) -> dict:
 
 async def _snapshots(db: Database) -> list[tuple[str, str, int]]:
     async with db.session() as session:
-        rows = (await session.scalars(select(StoreSnapshot).order_by(StoreSnapshot.store, StoreSnapshot.kind))).all()
+        rows = (
+            await session.scalars(select(StoreSnapshot).order_by(StoreSnapshot.store, StoreSnapshot.kind))
+        ).all()
     return [(r.store, r.kind, r.version) for r in rows]
 
 
 async def test_head_office_builds_the_catalog_and_a_store_links_and_publishes(client, users, db):
     boss, li, mkt = users["boss"], users["li"], users["mkt"]
-    await _refused(await client.post("/api/v1/catalog/categories", json={"path": "饮料"}, headers=li), 403, "may not")
-    got = await _ok(await client.post("/api/v1/catalog/categories", json={"path": "饮料/碳酸饮料"}, headers=boss), 201)
+    await _refused(
+        await client.post("/api/v1/catalog/categories", json={"path": "饮料"}, headers=li), 403, "may not"
+    )
+    got = await _ok(
+        await client.post("/api/v1/catalog/categories", json={"path": "饮料/碳酸饮料"}, headers=boss), 201
+    )
     assert got["path"] == "饮料/碳酸饮料"
     await _ok(await client.post("/api/v1/catalog/categories", json={"path": "饮料"}, headers=boss), 200)
     tree = await _ok(await client.get("/api/v1/catalog/categories", headers=mkt))
     assert [c["path"] for c in tree["items"]] == ["饮料", "饮料/碳酸饮料"]
 
-    created = await _ok(await client.put("/api/v1/catalog/products/DRK-002", json=COLA_BODY, headers=boss), 201)
+    created = await _ok(
+        await client.put("/api/v1/catalog/products/DRK-002", json=COLA_BODY, headers=boss), 201
+    )
     assert created["units"] == [{"unit": "箱", "qty": "24", "barcodes": [COLA_CASE]}]
     # a GET's answer goes back as it is
     again = await _ok(await client.put("/api/v1/catalog/products/DRK-002", json=created, headers=boss))
     assert again["barcodes"] == [COLA]
-    await _refused(await client.put("/api/v1/catalog/products/DRK-003", json=COLA_BODY, headers=li), 403, "may not")
+    await _refused(
+        await client.put("/api/v1/catalog/products/DRK-003", json=COLA_BODY, headers=li), 403, "may not"
+    )
     page = await _ok(await client.get("/api/v1/catalog/products?q=kekou&limit=1", headers=li))
     assert page["items"] == []
     page = await _ok(await client.get(f"/api/v1/catalog/products?q={COLA}&category=饮料", headers=li))
@@ -109,14 +119,27 @@ async def test_head_office_builds_the_catalog_and_a_store_links_and_publishes(cl
     await _refused(await client.patch(item, json={"price_fen": 280}, headers=li), 403, "catalog.price")
     got = await _ok(await client.patch(item, json={"available": False}, headers=li))
     assert (got["available"], got["price_fen"]) == (False, 300)
-    got = await _ok(await client.patch(item, json={"price_fen": 280, "available": True}, headers=users["zhao"]))
-    assert (got["linked"], got["available"], got["store_price_fen"], got["price_fen"]) == (True, True, 280, 280)
+    got = await _ok(
+        await client.patch(item, json={"price_fen": 280, "available": True}, headers=users["zhao"])
+    )
+    assert (got["linked"], got["available"], got["store_price_fen"], got["price_fen"]) == (
+        True,
+        True,
+        280,
+        280,
+    )
     view = await _ok(await client.get("/api/v1/stores/shop-1/catalog?linked=true", headers=li))
     assert [i["sku"] for i in view["items"]] == ["DRK-002"]
     await _refused(await client.get("/api/v1/stores/shop-2/catalog", headers=li), 403, "shop-2")
 
     published = await _ok(await client.post("/api/v1/stores/shop-1/catalog/publish", headers=li), 201)
-    assert published == {"store": "shop-1", "products": 1, "catalog_version": 1, "prices_version": 1, "sent": False}
+    assert published == {
+        "store": "shop-1",
+        "products": 1,
+        "catalog_version": 1,
+        "prices_version": 1,
+        "sent": False,
+    }
     assert await _snapshots(db) == [("shop-1", "catalog", 1), ("shop-1", "prices", 1)]
     async with db.session() as session:
         body = (await session.get(StoreSnapshot, ("shop-1", "catalog"))).body
@@ -125,14 +148,18 @@ async def test_head_office_builds_the_catalog_and_a_store_links_and_publishes(cl
     # publish-all goes to every store that links something; shop-2 links nothing
     answer = await _ok(await client.post("/api/v1/catalog/publish", json={}, headers=boss), 201)
     assert [(i["store"], i["catalog_version"]) for i in answer["items"]] == [("shop-1", 2)]
-    await _refused(await client.post("/api/v1/stores/shop-2/catalog/publish", headers=boss), 409, "links no products")
+    await _refused(
+        await client.post("/api/v1/stores/shop-2/catalog/publish", headers=boss), 409, "links no products"
+    )
 
 
 async def test_bad_products_get_field_paths_and_write_nothing(client, users, db):
     boss = users["boss"]
     url = "/api/v1/catalog/products/X-1"
     body = await _refused(
-        await client.put(url, json={**COLA_BODY, "barcodes": ["6954767410389"], "price_fen": -5}, headers=boss),
+        await client.put(
+            url, json={**COLA_BODY, "barcodes": ["6954767410389"], "price_fen": -5}, headers=boss
+        ),
         422,
         "check digit",
     )
@@ -145,7 +172,9 @@ async def test_bad_products_get_field_paths_and_write_nothing(client, users, db)
     await _refused(await client.get("/api/v1/catalog/products/X-1", headers=boss), 404, "X-1")
     await _refused(await client.get("/api/v1/catalog/products?active=maybe", headers=boss), 400, "active")
     await _refused(
-        await client.patch("/api/v1/stores/shop-1/catalog/X-1", json={"available": True}, headers=boss), 404, "X-1"
+        await client.patch("/api/v1/stores/shop-1/catalog/X-1", json={"available": True}, headers=boss),
+        404,
+        "X-1",
     )
     assert await _snapshots(db) == []
 
@@ -157,13 +186,21 @@ async def test_import_and_export_over_http(client, users):
     headers = {**boss, "Content-Type": XLSX}
     report = await _ok(await client.post("/api/v1/catalog/import", data=data, headers=headers))
     assert ([e["row"] for e in report["errors"]], report["written"]) == ([101, 301, 501, 801], False)
-    resp = await client.post("/api/v1/catalog/import", data=data, headers={**users["li"], "Content-Type": XLSX})
+    resp = await client.post(
+        "/api/v1/catalog/import", data=data, headers={**users["li"], "Content-Type": XLSX}
+    )
     assert resp.status == 403
-    report = await _ok(await client.post("/api/v1/catalog/import?mode=valid-only", data=data, headers=headers))
+    report = await _ok(
+        await client.post("/api/v1/catalog/import?mode=valid-only", data=data, headers=headers)
+    )
     assert (report["imported"], report["written"]) == (996, True)
-    await _refused(await client.post("/api/v1/catalog/import?mode=some", data=data, headers=headers), 400, "mode")
     await _refused(
-        await client.post("/api/v1/catalog/import", data=b"a,b\n", headers={**boss, "Content-Type": "text/csv"}),
+        await client.post("/api/v1/catalog/import?mode=some", data=data, headers=headers), 400, "mode"
+    )
+    await _refused(
+        await client.post(
+            "/api/v1/catalog/import", data=b"a,b\n", headers={**boss, "Content-Type": "text/csv"}
+        ),
         422,
         "商品编码",
     )
