@@ -313,7 +313,7 @@ async def test_import_can_create_categories_and_refuses_unusable_files(db):
     assert (report.errors, report.imported) == ([], 1)
     with pytest.raises(BadCatalogFile, match="no 售价"):
         await import_catalog(db, "商品编码,商品名称\nA,b\n".encode(), filename="n.csv", actor="user:boss")
-    with pytest.raises(BadCatalogFile, match="not a readable .xlsx"):
+    with pytest.raises(BadCatalogFile, match=r"not a readable \.xlsx"):
         await import_catalog(db, b"PK\x03\x04garbage", filename="n.xlsx", actor="user:boss")
     with pytest.raises(ValueError, match="mode"):
         await import_catalog(db, b"", mode="some", actor="user:boss")  # type: ignore[arg-type]
