@@ -252,6 +252,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     from hub import (  # noqa: PLC0415 - they import helpers from this module
         api_catalog,
         api_commands,
+        api_coupons,
         api_jobs,
         api_loyalty,
         api_members,
@@ -274,5 +275,6 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_catalog.add_routes(app)
     api_jobs.add_routes(app)
     api_tags.add_routes(app)
+    api_coupons.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app

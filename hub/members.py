@@ -16,6 +16,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from hub.coupon_hooks import coupons_member_created, move_coupons
 from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
 from hub.loyalty_hooks import loyalty_member_created, merge_loyalty
@@ -61,13 +62,14 @@ _OLDEST_BIRTHDAY = date(1900, 1, 1)
 # caller's transaction: one that raises undoes the creation or merge.
 CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
 MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
-_CREATED_LISTENERS: tuple[CreatedListener, ...] = (loyalty_member_created,)
+_CREATED_LISTENERS: tuple[CreatedListener, ...] = (loyalty_member_created, coupons_member_created)
 MERGE_HOOKS: tuple[MergeHook, ...] = (
     move_passes,
     merge_stored_value,
     merge_loyalty,
     move_member_orders,
     merge_tags_and_segments,
+    move_coupons,
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hub.coupon_redeem import coupons_from_sales
 from hub.db import AsyncSession
 from hub.member_facts import record_member_sales
 from hub.passes_sales import passes_from_sales
@@ -29,6 +30,7 @@ _LISTENERS: tuple[SaleListener, ...] = (
     apply_stored_value_sales,
     points_from_sales,
     stock_from_sales,
+    coupons_from_sales,
 )
 
 

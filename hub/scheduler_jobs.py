@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from hub import levels_jobs, points
+from hub import coupon_gifts, levels_jobs, points
 from hub.config import JobsSettings
 from hub.db import Database
 
@@ -137,5 +137,10 @@ JOBS: tuple[Job, ...] = (
     # A new job is one line here.
     Job.day_function(
         "members.segments", "hub.member_segments:recompute_segments", "RFM segments and rule tags"
+    ),
+    Job(
+        "coupons.birthday",
+        "birthday coupon packs, days_before each birthday",
+        coupon_gifts.birthday_coupons_job,
     ),
 )

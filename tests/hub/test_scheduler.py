@@ -433,6 +433,7 @@ async def test_the_hub_runs_the_jobs_and_stops_them_on_exit(db, database_url, tm
     assert task is not None
     assert task.done()
     assert sorted((name, day, status) for name, day, status, _ in await _rows(db)) == [
+        ("coupons.birthday", D, "ok"),
         ("levels.birthday", D, "ok"),
         ("levels.review", D, "ok"),
         ("members.segments", D, "ok"),
