@@ -138,6 +138,9 @@ JOBS: tuple[Job, ...] = (
     Job.day_function(
         "members.segments", "hub.member_segments:recompute_segments", "RFM segments and rule tags"
     ),
+    Job.day_function(
+        "stock.expiry", "hub.batches:expiry_blocks_job", "block SKUs whose stock at a store is all expired"
+    ),
     Job(
         "coupons.birthday",
         "birthday coupon packs, days_before each birthday",
