@@ -250,6 +250,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     app.router.add_get("/api/v1/me", me)
     app.router.add_get("/api/v1/stores", stores)
     from hub import (  # noqa: PLC0415 - they import helpers from this module
+        api_appointments,
         api_catalog,
         api_commands,
         api_coupons,
@@ -271,10 +272,11 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_stored_value.add_routes(app)
     api_loyalty.add_routes(app)
     api_stock.add_routes(app)
-    api_stocktakes.add_routes(app)
     api_catalog.add_routes(app)
+    api_stocktakes.add_routes(app)
     api_jobs.add_routes(app)
     api_tags.add_routes(app)
     api_coupons.add_routes(app)
+    api_appointments.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app

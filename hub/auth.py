@@ -98,10 +98,6 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "promotions.write": frozenset({Role.OWNER, Role.MARKETING}),
     "coupons.read": frozenset(Role),
     "coupons.write": frozenset({Role.OWNER, Role.MARKETING}),
-    "promotions.read": frozenset(Role),
-    "promotions.write": frozenset({Role.OWNER, Role.MARKETING}),
-    "coupons.read": frozenset(Role),
-    "coupons.write": frozenset({Role.OWNER, Role.MARKETING}),
 }
 
 
