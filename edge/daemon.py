@@ -21,6 +21,7 @@ from edge.events import EventBus
 from edge.hublink import HubLink
 from edge.inputs import InputManager
 from edge.journal import Journal, daemon_lock
+from edge.promotions import TillPromotions
 from edge.rpc import RpcClient
 from edge.snapshots import Snapshots
 from edge.till import Till
@@ -78,6 +79,7 @@ class EdgeDaemon:
             self.bus,
             on_outbox=self.link.notify_outbox,
             queue_print=self.devices.queue_in,
+            promotions=TillPromotions(lambda: self.snapshots.promotions, lambda: self.snapshots.catalog),
         )
         self.http_port: int | None = None
 

@@ -24,6 +24,7 @@ from protocol.pricing import (
     price_cart,
     refund_split,
 )
+from protocol.promotion_rules import AppliedRule, Gift, LineAllocation, Rule
 
 __all__ = [
     "MAX_QTY",
@@ -82,6 +83,9 @@ class OrderLine(_Doc):
     explanation: str = ""
     refunded_qty: Counted = Fraction(0)
     refunded_fen: int = 0
+    # total_fen is after promotions (what the line is paid and refunded at); each rule's share:
+    promo_discount_fen: int = 0
+    promotions: list[LineAllocation] = Field(default_factory=list)
 
 
 class Tender(_Doc):
@@ -171,6 +175,11 @@ class Order(_Doc):
     void_reason: str | None = None
     voided_by: str | None = None
     version: int = 1
+    # subtotal_fen is before promotions, discount_fen what they took, total_fen what is due.
+    coupons: list[Rule] = Field(default_factory=list)
+    promotions: list[AppliedRule] = Field(default_factory=list)
+    gifts: list[Gift] = Field(default_factory=list)
+    promotions_version: int | None = None
 
     @property
     def paid_fen(self) -> int:
@@ -214,7 +223,11 @@ def check_qty(qty: Fraction, unit: str = "kg") -> Fraction:
 
 
 def reprice(order: Order) -> Order:
-    """Recompute every line and the totals through the one pricing function."""
+    """Recompute every line and the totals through the one pricing function.
+
+    Promotions are cleared (the till runs the engine on the result again, see
+    edge.promotions); coupons presented stay on the order.
+    """
     cart = price_cart(
         [
             PriceLine(
@@ -239,6 +252,8 @@ def reprice(order: Order) -> Order:
                 "total_fen": priced[line.line_id].total_fen,
                 "price_source": priced[line.line_id].price_source,
                 "explanation": priced[line.line_id].explanation,
+                "promo_discount_fen": 0,
+                "promotions": [],
             }
         )
         for line in order.lines
@@ -249,6 +264,9 @@ def reprice(order: Order) -> Order:
             "subtotal_fen": cart.subtotal_fen,
             "discount_fen": cart.discount_fen,
             "total_fen": cart.total_fen,
+            "promotions": [],
+            "gifts": [],
+            "promotions_version": None,
         }
     )
 

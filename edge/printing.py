@@ -135,6 +135,8 @@ def _sale_line(line: Mapping[str, Any], *, wide: bool) -> list[Element]:
         rows.append(Text(f"  备注: {line['note']}"))
     if line.get("refunded_fen"):
         rows.append(_row("  已退", format_yuan(line["refunded_fen"])))
+    for promotion in line.get("promotions") or ():
+        rows.append(_row(f"  {promotion['name']}", format_yuan(-promotion["amount_fen"])))
     return rows
 
 
@@ -177,8 +179,13 @@ def sales_receipt(receipt: Mapping[str, Any], *, paper: Paper, footer: str = DEF
     for line in receipt["lines"]:
         doc += _sale_line(line, wide=wide)
     doc += [Rule(), _row("小计", format_yuan(receipt["subtotal_fen"]))]
-    if receipt["discount_fen"]:
+    promotions = receipt.get("promotions") or []
+    for promotion in promotions:  # what each promotion or coupon saved on the whole order
+        doc.append(_row(promotion["name"], format_yuan(-promotion["saving_fen"])))
+    if receipt["discount_fen"] and not promotions:
         doc.append(_row("优惠", format_yuan(-receipt["discount_fen"])))
+    for gift in receipt.get("gifts") or ():
+        doc.append(_row(f"赠品 {gift['name']}", f"×{gift['qty']}"))
     if receipt.get("member_saved_fen"):
         doc.append(_row("会员价已省", format_yuan(receipt["member_saved_fen"])))
     doc += [
@@ -191,6 +198,8 @@ def sales_receipt(receipt: Mapping[str, Any], *, paper: Paper, footer: str = DEF
         doc.append(_row("已退款", format_yuan(receipt["refunded_fen"])))
     if receipt.get("note"):
         doc.append(Text(f"备注: {receipt['note']}"))
+    if receipt.get("saved_text"):
+        doc.append(Text(receipt["saved_text"], bold=True, align="center"))
     doc += [Rule(), QR(receipt["order_id"], module_size=5), Text(footer, align="center"), Cut()]
     return doc
 

@@ -37,8 +37,14 @@ def _member_saved(order: Order) -> int:
     for line in order.lines:
         if line.price_source == "member":
             base = line.store_price_fen if line.store_price_fen is not None else line.list_price_fen
-            saved += mul_fraction(base, line.qty) - line.total_fen
+            # total_fen is after promotions; what they took is counted as their saving, not here.
+            saved += mul_fraction(base, line.qty) - (line.total_fen + line.promo_discount_fen)
     return saved
+
+
+def _saved_text(order: Order) -> str | None:
+    saved = _member_saved(order) + order.discount_fen
+    return f"您共节省 {format_yuan(saved)}" if saved > 0 else None
 
 
 def receipt(order: Order, *, store_name: str, zone: ZoneInfo, reprint: bool = False) -> dict[str, Any]:
@@ -68,11 +74,20 @@ def receipt(order: Order, *, store_name: str, zone: ZoneInfo, reprint: bool = Fa
                 "text": line.explanation,
                 "note": line.note or None,
                 "refunded_fen": line.refunded_fen or None,
+                "promotions": [{"name": a.name, "amount_fen": a.amount_fen} for a in line.promotions],
             }
             for line in order.lines
         ],
         "subtotal_fen": order.subtotal_fen,
         "discount_fen": order.discount_fen,
+        "promotions": [
+            {"name": p.name, "saving_fen": p.saving_fen, "code": p.code}
+            for p in order.promotions
+            if p.saving_fen
+        ],
+        "gifts": [{"name": g.name, "sku": g.sku, "qty": g.qty, "rule": g.rule_name} for g in order.gifts],
+        "saved_fen": _member_saved(order) + order.discount_fen,
+        "saved_text": _saved_text(order),
         "total_fen": order.total_fen,
         "total_text": format_yuan(order.total_fen),
         "tenders": [

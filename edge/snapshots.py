@@ -23,6 +23,8 @@ from edge.errors import EdgeError
 from edge.rpc import OfflinePolicy
 from protocol import Snapshot
 from protocol.aio import cancel_and_wait
+from protocol.promotion_rules import RuleSet
+from protocol.promotions import validate_rules
 
 __all__ = ["AppliedSnapshots", "Snapshots"]
 
@@ -54,6 +56,15 @@ class _StoreSettings(BaseModel):
     offline_policy: OfflinePolicy | None = None
 
 
+def _rule_set(version: int, body: dict[str, Any]) -> RuleSet:
+    """The promotions snapshot's rules, refused whole if any rule is unusable."""
+    rules = RuleSet.model_validate({"version": version, "rules": body.get("rules", [])})
+    errors = validate_rules(rules.rules)
+    if errors:
+        raise EdgeError("; ".join(f"{e.field}: {e.message}" for e in errors[:5]))
+    return rules
+
+
 class Snapshots:
     """Current catalog and staff; `catalog` is None until one has been loaded."""
 
@@ -65,6 +76,7 @@ class Snapshots:
         self._layout = settings.scale.layout()
         self.catalog: Catalog | None = None
         self.staff = StaffDocument(version=0, staff=[])
+        self.promotions = RuleSet()
         self._seen: dict[Path, float | None] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -95,6 +107,7 @@ class Snapshots:
         kind = snapshot.kind.value
         if snapshot.version <= self.applied.versions.get(kind, 0):
             return False
+        promotions = self.promotions
         try:
             if kind == "catalog":
                 doc = CatalogDocument.model_validate({**snapshot.body, "version": snapshot.version})
@@ -109,6 +122,8 @@ class Snapshots:
                 )
             elif kind == "settings":
                 _StoreSettings.model_validate(snapshot.body)
+            elif kind == "promotions":
+                promotions = _rule_set(snapshot.version, snapshot.body)
             elif kind == "staff":
                 write_document(
                     self.staff_path,
@@ -125,6 +140,8 @@ class Snapshots:
         applied = AppliedSnapshots(versions={**self.applied.versions, kind: snapshot.version}, bodies=bodies)
         write_document(self.applied_path, applied)
         self.applied = applied
+        if kind == "promotions":
+            self.promotions = promotions  # the till prices the next order change with it
         self._seen.clear()  # re-read the files we just wrote
         self._reload()
         log.info("applied hub %s snapshot v%d", kind, snapshot.version)
@@ -162,6 +179,13 @@ class Snapshots:
     async def __aenter__(self) -> Snapshots:
         applied = await asyncio.to_thread(read_document, self.applied_path, AppliedSnapshots)
         self.applied = applied or AppliedSnapshots()
+        body = self.applied.bodies.get("promotions")
+        if body is not None:
+            try:
+                self.promotions = _rule_set(self.applied.versions.get("promotions", 0), body)
+            except (ValidationError, EdgeError) as err:
+                # Only a hand-edited file gets here: _apply refused unusable sets before saving.
+                log.error("the saved promotions snapshot is unusable; selling without promotions: %s", err)
         await asyncio.to_thread(self._reload)
         self._task = asyncio.create_task(self._watch(), name="edge-snapshot-watch")
         return self

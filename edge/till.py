@@ -36,8 +36,10 @@ from edge.orders import (
     plan_refund,
     reprice,
 )
+from edge.promotions import TillPromotions, apply_promotions, attach_coupon, detach_coupon
 from edge.shifts import Shift, add_to, load_open_shift, save_shift
 from protocol import business_day, new_id
+from protocol.promotion_rules import Rule
 
 __all__ = ["OFFLINE_PREFIX", "Idempotency", "QueuePrint", "Reply", "Till", "load_order", "write_audit"]
 
@@ -133,8 +135,10 @@ class Till:
         *,
         on_outbox: Callable[[], None] | None = None,
         queue_print: QueuePrint | None = None,
+        promotions: TillPromotions | None = None,
     ):
         self._settings = settings
+        self._promotions = promotions
         self._journal = journal
         self._bus = bus
         self._on_outbox = on_outbox
@@ -191,7 +195,11 @@ class Till:
         def work(conn: sqlite3.Connection) -> Reply:
             now = _now()
             before = load_order(conn, order_id)
-            order = rule(conn, before, now).model_copy(update={"version": before.version + 1})
+            order = rule(conn, before, now)
+            if self._promotions is not None and order.status in ("open", "held") and not order.tenders:
+                # Every change re-evaluates at the till's own time: a rule that started since applies.
+                order = apply_promotions(order, self._promotions, now, self._zone)
+            order = order.model_copy(update={"version": before.version + 1})
             doc = _save_order(conn, order, now)
             if after is not None:
                 after(conn, Change(before, order, doc, now))
@@ -410,6 +418,14 @@ class Till:
             return reprice(order.model_copy(update={"member": member, "member_id": member_id}))
 
         return await self._change(order_id, rule, idem)
+
+    async def attach_coupon(self, order_id: str, coupon: Rule, idem: Idempotency | None) -> Reply:
+        """Put a redeemed coupon (the engine rule the hub answered, with its code) on an open order."""
+        return await self._change(order_id, lambda _conn, order, _now: attach_coupon(order, coupon), idem)
+
+    async def remove_coupon(self, order_id: str, code: str, idem: Idempotency | None) -> Reply:
+        """Take a coupon off an open, unpaid order; its discount goes with it."""
+        return await self._change(order_id, lambda _conn, order, _now: detach_coupon(order, code), idem)
 
     async def hold(self, order_id: str, hold: bool, idem: Idempotency | None) -> Reply:
         """Park an order (挂单) or take it back."""
