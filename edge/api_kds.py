@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StrictBool, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from edge import kds
 from edge.api import (
@@ -44,7 +44,7 @@ class PlanLine(Body):
     """How one line goes to the kitchen: its course and whether it waits for the call (叫起)."""
 
     line_id: str = Field(pattern=_ID)
-    course: int = Field(1, ge=1, le=9)
+    course: StrictInt = Field(1, ge=1, le=9)
     hold: StrictBool = False
 
 
@@ -58,7 +58,7 @@ class SendIn(Body):
 class FireIn(Body):
     """起菜: fire the held lines of a course, or the given held lines."""
 
-    course: int | None = Field(None, ge=1, le=9)
+    course: StrictInt | None = Field(None, ge=1, le=9)
     line_ids: list[str] | None = Field(None, min_length=1, max_length=200)
 
     @model_validator(mode="after")

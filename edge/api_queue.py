@@ -13,7 +13,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StrictInt
 
 from edge import printing, queue_calls
 from edge.api import DEVICES, JOURNAL, SETTINGS, TILL, Body, answer, reply_json, staff_command
@@ -28,7 +28,7 @@ __all__ = ["add_routes"]
 class TakeIn(Body):
     """A party takes a number; the slip prints on the receipt printer unless `print` is false."""
 
-    party_size: int = Field(ge=1, le=99)
+    party_size: StrictInt = Field(ge=1, le=99)
     print: StrictBool = True
 
 
