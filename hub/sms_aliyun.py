@@ -91,7 +91,7 @@ def signed_params(
 
 
 class AliyunSmsSender:
-    """The `sms` channel through Aliyun; an async context manager that owns its HTTP session unless given one."""
+    """The `sms` channel through Aliyun; an async context manager owning its HTTP session if not given one."""
 
     def __init__(self, settings: AliyunSmsSettings, *, http: aiohttp.ClientSession | None = None):
         self.settings = settings
@@ -142,13 +142,11 @@ class AliyunSmsSender:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as err:
             raise SendFailed(f"Aliyun SMS unreachable: {err or type(err).__name__}", retryable=True) from err
-        body = _json(text)
-        code = str(body.get("Code", "")) if body else ""
+        body = _json(text) or {}
+        code = str(body.get("Code", ""))
         if status == 200 and code == "OK":
             return SendReceipt(provider_ref=str(body.get("BizId") or body.get("RequestId") or ""))
-        detail = (
-            f"{code or 'HTTP ' + str(status)}: {body.get('Message', text[:200]) if body else text[:200]!s}"
-        )
+        detail = f"{code or f'HTTP {status}'}: {str(body.get('Message', text[:200]))[:200]}"
         retryable = code in _RETRYABLE or status >= 500 or (not code and status in {408, 429})
         raise SendFailed(f"Aliyun SMS refused message {message.id}: {detail}", retryable=retryable)
 
