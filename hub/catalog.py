@@ -63,6 +63,7 @@ class Issue:
     index: int
     field: str
     message: str
+    other: int | None = None  # the other item of a duplicate
 
 
 class InvalidProducts(CatalogError):
@@ -265,7 +266,8 @@ class _Checker:
         first: dict[str, int] = {}
         for index, item in enumerate(self.items):
             if item.sku in first:
-                self.add(index, "sku", f"sku {item.sku!r} is also item {first[item.sku]} of this batch")
+                message = f"sku {item.sku!r} is also item {first[item.sku]} of this batch"
+                self.issues.append(Issue(index, "sku", message, first[item.sku]))
             else:
                 first[item.sku] = index
         categories = await self._categories(session)

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from hub.catalog import (
     MAX_PRICE_FEN,
     CatalogError,
+    Issue,
     ProductIn,
     add_category,
     check_products,
@@ -321,6 +322,14 @@ def _blank(row: Sequence[Any]) -> bool:
     return all(_text(v) == "" for v in row)
 
 
+def _row_error(parser: _Rows, parsed: list[tuple[int, ProductIn]], issue: Issue) -> RowError:
+    row = parsed[issue.index][0]
+    message = issue.message
+    if issue.other is not None:
+        message = f"sku {parsed[issue.index][1].sku!r} is also on row {parsed[issue.other][0]}"
+    return RowError(row, parser.column_of(issue.field), message)
+
+
 class _Abort(Exception):
     """Leaves the import's transaction so that it rolls back."""
 
@@ -377,9 +386,7 @@ async def import_catalog(
                 if not issues:
                     break
                 bad = {issue.index for issue in issues}
-                parser.errors.extend(
-                    RowError(parsed[i.index][0], parser.column_of(i.field), i.message) for i in issues
-                )
+                parser.errors.extend(_row_error(parser, parsed, issue) for issue in issues)
                 parsed = [entry for index, entry in enumerate(parsed) if index not in bad]
             report.errors = sorted(parser.errors, key=lambda e: (e.row, e.column))
             report.valid = len(parsed)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from hub import auth
+from hub import auth, catalog_cli
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.errors import HubError
@@ -317,7 +317,7 @@ def _add_tag_segment_options(members: Any, exp: argparse.ArgumentParser) -> None
     seg.set_defaults(func=cmd_members_segments)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of every command
     parser = argparse.ArgumentParser(prog="storelink-hub", description=__doc__)
     parser.add_argument("--config", type=Path, help="hub.toml (every setting also from STORELINK_* env)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,6 +376,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--include-merged", action="store_true", help="also members merged into another")
     exp.set_defaults(func=cmd_members_export)
     _add_tag_segment_options(members, exp)
+
+    catalog_cli.add_commands(sub, lambda args, work: asyncio.run(_with_db(_settings(args), work)))
 
     jobs = sub.add_parser("jobs", help="nightly jobs: list them with their last runs, run one by hand")
     jobs_cmd = jobs.add_subparsers(dest="jobs_cmd", required=True)

@@ -277,7 +277,7 @@ async def test_an_import_with_3_bad_rows_of_1000_reports_them_and_imports_nothin
     assert got == [(101, "分类"), (301, "条码"), (501, "售价"), (801, "商品编码")], report.errors
     assert "wrong check digit" in report.errors[1].message
     assert "must not be negative" in report.errors[2].message
-    assert "SKU-0007" in report.errors[3].message
+    assert report.errors[3].message == "sku 'SKU-0007' is also on row 8"
     assert (report.rows, report.valid, report.imported, report.written) == (1000, 996, 0, False)
     assert await _count(db) == 0
     # valid-only: the 996 good rows, and row 8 (the first SKU-0007) is one of them
@@ -330,3 +330,34 @@ async def test_a_dropped_parent_row_takes_its_variants_along_in_valid_only(db):
     report = await import_catalog(db, out.getvalue().encode(), filename="v.csv", mode="valid-only", actor="u")
     assert [(e.row, e.column) for e in report.errors] == [(2, "售价"), (3, "主商品")]
     assert report.imported == 0
+
+
+def test_cli_imports_with_progress_exports_and_publishes(tmp_path, monkeypatch, capsys):
+    from hub import cli  # noqa: PLC0415
+
+    monkeypatch.setenv("STORELINK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    monkeypatch.setenv("STORELINK_STATE_DIR", str(tmp_path))
+    first = tmp_path / "first.csv"
+    first.write_bytes(_csv([["NEW-1", "新品", "零食", "1", "", "", "", "", "", ""]]))
+    cli.main(["catalog", "import", str(first), "--create-categories"])
+    assert "1 rows: 1 imported, 0 with errors" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(_csv(_bad_1000()))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["catalog", "import", str(bad)])
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert "row 301, 条码: barcode" in out
+    assert "row 801, 商品编码: sku 'SKU-0007' is also on row 8" in out
+    assert "1000 rows: 0 imported, 4 with errors" in out
+    assert "nothing was imported" in err
+    cli.main(["catalog", "import", str(bad), "--mode", "valid-only"])
+    out, err = capsys.readouterr()
+    assert "1000 rows: 996 imported, 4 with errors" in out
+    assert err.splitlines()[-1] == "importing 996/996"  # plain lines: stderr is not a terminal here
+    cli.main(["catalog", "export", str(tmp_path / "out.xlsx")])
+    rows = list(openpyxl.load_workbook(tmp_path / "out.xlsx").worksheets[0].iter_rows(values_only=True))
+    assert len(rows) == 998
+    with pytest.raises(SystemExit):
+        cli.main(["catalog", "publish"])
+    assert "no store links any products" in capsys.readouterr().err
