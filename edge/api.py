@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge import access
+from edge.appointments import AppointmentDesk
 from edge.commands import recent_messages
 from edge.config import EdgeSettings
 from edge.device_manager import DeviceManager
@@ -48,6 +49,7 @@ PAIRING = web.AppKey("pairing", access.PairingGuard)
 RPC = web.AppKey("rpc", RpcClient)
 DEVICES = web.AppKey("devices", DeviceManager)
 MEMBERS = web.AppKey("members", MemberDesk)
+APPOINTMENTS = web.AppKey("appointments", AppointmentDesk)
 PRINCIPAL = web.RequestKey("principal", access.Principal)
 TOKEN = web.RequestKey("token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -330,6 +332,7 @@ def make_app(
 ) -> web.Application:
     """Build the local API around the daemon's shared parts."""
     from edge import (  # noqa: PLC0415 - they import helpers from this module
+        api_appointments,
         api_devices,
         api_kds,
         api_members,
@@ -347,6 +350,7 @@ def make_app(
     app[RPC] = rpc
     app[DEVICES] = devices
     app[MEMBERS] = MemberDesk(till, rpc, lambda: snapshots.offline_policy(settings.offline))
+    app[APPOINTMENTS] = AppointmentDesk(till, rpc)
     app[PAIRING] = access.PairingGuard()
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/openapi.json", openapi)
@@ -360,4 +364,5 @@ def make_app(
     api_members.add_routes(app)
     api_kds.add_routes(app)
     api_queue.add_routes(app)
+    api_appointments.add_routes(app)
     return app

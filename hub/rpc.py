@@ -69,9 +69,23 @@ def _domain_methods() -> tuple[dict[str, Method], set[str]]:
     money-moving methods, which are refused without an idempotency key. Add the module's
     import to the tuple below.
     """
-    from hub import coupons_rpc, member_rpc, passes_rpc, points_redeem, stored_value_rpc  # noqa: PLC0415
+    from hub import (  # noqa: PLC0415
+        appointments_rpc,
+        coupons_rpc,
+        member_rpc,
+        passes_rpc,
+        points_redeem,
+        stored_value_rpc,
+    )
 
-    modules: tuple[Any, ...] = (passes_rpc, member_rpc, stored_value_rpc, points_redeem, coupons_rpc)
+    modules: tuple[Any, ...] = (
+        passes_rpc,
+        member_rpc,
+        stored_value_rpc,
+        points_redeem,
+        coupons_rpc,
+        appointments_rpc,
+    )
     methods = {name: method for module in modules for name, method in module.RPC_METHODS.items()}
     keyed = {name for module in modules for name in getattr(module, "RPC_KEYED", ())}
     return methods, keyed
