@@ -16,6 +16,7 @@ import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 
@@ -98,6 +99,9 @@ def _edge_toml(mqtt_port: int, password: str, edge_port: int, state: Path) -> st
         f"port = {mqtt_port}\n"
         f'password = "{password}"\n'
         "backoff_cap = 3\n"  # back quickly after a demo hub restart
+        # The café's bar printer is also a kitchen screen; counter orders are called by number.
+        "\n[kds]\npickup_on_pay = true\n"
+        'screens = [{ station = "吧台" }]\n'
     )
 
 
@@ -220,6 +224,9 @@ async def _start_store(
         raise
     await asyncio.to_thread(_write_private, demo_json, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     note = "" if mqtt_port == 1883 else " (port 1883 is taken by another broker)"
+    screen_token = quote(str(info["device_token"]))
+    kds_url = f"{edge_url}/kds?station={quote('吧台')}&token={screen_token}"
+    queue_url = f"{edge_url}/queue?token={screen_token}"
     print(
         f"\nstorelink demo\n"
         f"  hub API      {hub_url}/api/v1/  (OpenAPI: /api/v1/openapi.json)\n"
@@ -229,6 +236,8 @@ async def _start_store(
         f"  store MQTT   user '{creds.username}', password in {edge_toml}\n"
         f"  till         device token in {demo_json.name}; staff '{DEMO_STAFF}' PIN {staff_pin}\n"
         f"  members      金卡 at ¥500 topped up (9.5折), 充500送80; walk-through in docs/till.md\n"
+        f"  kitchen KDS  {kds_url}\n"
+        f"  queue screen {queue_url}  (docs/restaurant.md)\n"
         f"  printers     simulated; what they printed:\n"
         f"               storelink-edge --config {edge_toml} devices preview receipt (or kitchen-bar)\n"
         f"  written to   {demo_json}\n"
