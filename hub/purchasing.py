@@ -50,6 +50,7 @@ __all__ = [
     "list_quotes",
     "list_suppliers",
     "load_po",
+    "load_supplier",
     "po_json",
     "quote_json",
     "rating",
@@ -102,6 +103,11 @@ async def _supplier(session: AsyncSession, supplier_id: str) -> Supplier:
     if row is None:
         raise NotFound(f"no supplier {supplier_id}")
     return row
+
+
+async def load_supplier(session: AsyncSession, supplier_id: str) -> Supplier:
+    """One supplier; `NotFound` if there is none."""
+    return await _supplier(session, supplier_id)
 
 
 async def update_supplier(session: AsyncSession, supplier_id: str, data: SupplierIn) -> Supplier:

@@ -11,9 +11,13 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from openpyxl import load_workbook
 from sqlalchemy import func, select
 
+from hub import auth
+from hub.api import make_app
+from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.errors import NotFound
 from hub.ingest import ingest_batch
@@ -358,3 +362,171 @@ async def test_quotes_and_suppliers_are_checked(db):
             await add_quote(session, supplier, QuoteIn("MILK", -1, TODAY, TODAY), actor="user:x")
         with pytest.raises(NotFound):
             await add_quote(session, "nope", QuoteIn("MILK", 1, TODAY, TODAY), actor="user:x")
+
+
+# --------------------------------------------------------------------------- HTTP API
+
+
+@pytest.fixture
+async def client(db, tmp_path):
+    async with TestClient(TestServer(make_app(db, HubSettings(state_dir=tmp_path)))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def users(db, client) -> dict[str, dict[str, str]]:
+    found = {}
+    for name, role, stores in (
+        ("boss", "owner", None),
+        ("li", "store-manager", ["shop-1"]),
+        ("wang", "store-manager", ["shop-2"]),
+        ("mkt", "marketing", None),
+    ):
+        await auth.add_user(db, name, "password-123", role, stores)
+        resp = await client.post("/api/v1/auth/token", json={"name": name, "password": "password-123"})
+        found[name] = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+    return found
+
+
+async def _ok(resp, status: int = 200) -> dict:
+    assert resp.status == status, await resp.text()
+    return await resp.json()
+
+
+async def _refused(resp, status: int, words: str) -> None:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    assert words in (await resp.json())["detail"]
+
+
+async def test_purchasing_api_from_quote_to_receipt_with_role_scoping(db, client, users):
+    boss, li, wang = users["boss"], users["li"], users["wang"]
+    supplier = {
+        "name": "Fresh Farm",
+        "licence_no": "SC1101",
+        "licence_expires_on": "2099-12-31",
+        "lead_time_days": 2,
+    }
+    await _refused(await client.post("/api/v1/suppliers", json=supplier, headers=li), 403, "suppliers.write")
+    farm = await _ok(await client.post("/api/v1/suppliers", json=supplier, headers=boss), 201)
+    quote = {"sku": "MILK", "unit_cost_fen": 450, "valid_from": "2020-01-01", "valid_to": "2099-12-31"}
+    await _ok(await client.post(f"/api/v1/suppliers/{farm['id']}/quotes", json=quote, headers=boss), 201)
+    bad_quote = {**quote, "unit_cost_fen": -1}
+    assert (
+        await client.post(f"/api/v1/suppliers/{farm['id']}/quotes", json=bad_quote, headers=boss)
+    ).status == 422
+    quotes = await _ok(await client.get("/api/v1/quotes?sku=MILK&valid_on=2026-11-23", headers=li))
+    assert [q["unit_cost_fen"] for q in quotes["items"]] == [450]
+
+    # a store manager sets the rule of their own store only
+    rule = {"min": "5", "max": "20", "order_multiple": "6"}
+    await _refused(
+        await client.put("/api/v1/stores/shop-1/replenishment/rules/MILK", json=rule, headers=wang),
+        403,
+        "shop-1",
+    )
+    await _ok(await client.put("/api/v1/stores/shop-1/replenishment/rules/MILK", json=rule, headers=li))
+    bad_rule = {"min": "5"}
+    await _refused(
+        await client.put("/api/v1/stores/shop-1/replenishment/rules/MILK", json=bad_rule, headers=li),
+        409,
+        "both",
+    )
+    listed = await _ok(await client.get("/api/v1/stores/shop-1/replenishment", headers=li))
+    assert [(x["sku"], x["need"], x["buy"]) for x in listed["items"]] == [("MILK", "20", "24")]
+    chain = await _ok(await client.get("/api/v1/replenishment", headers=boss))
+    assert chain["totals"] == [{"sku": "MILK", "transfer": "0", "buy": "24"}]
+    assert (await _ok(await client.get("/api/v1/replenishment", headers=wang)))["items"] == []
+
+    await _refused(
+        await client.post("/api/v1/stores/shop-1/purchase-orders/generate", headers=wang), 403, "shop-1"
+    )
+    made = await _ok(await client.post("/api/v1/stores/shop-1/purchase-orders/generate", headers=li), 201)
+    assert made["unquoted"] == []
+    (po,) = made["orders"]
+    assert (po["supplier"], po["state"], po["total_fen"]) == ("Fresh Farm", "draft", 24 * 450)
+    base = f"/api/v1/purchase-orders/{po['id']}"
+    await _refused(await client.get(base, headers=wang), 403, "shop-1")
+    assert (await _ok(await client.get("/api/v1/purchase-orders", headers=wang)))["items"] == []
+    await _refused(await client.get("/api/v1/purchase-orders?store=shop-1", headers=wang), 403, "shop-1")
+    assert (await client.get("/api/v1/purchase-orders?state=lost", headers=li)).status == 400
+    receipt = {
+        "receipt_id": "dn-1",
+        "lines": [{"sku": "MILK", "qty": "12", "lot": "L1", "expires_on": "2099-01-01"}],
+    }
+    await _refused(await client.post(f"{base}/receipts", json=receipt, headers=li), 409, "is draft")
+    await _ok(await client.post(f"{base}/send", headers=li))
+
+    resp = await client.get(f"{base}/export?format=csv", headers=li)
+    assert resp.status == 200
+    assert resp.content_type == "text/csv"
+    assert "MILK,24,4.50,108.00,0" in await resp.text()
+    resp = await client.get(f"{base}/export?format=xlsx", headers=li)
+    assert load_workbook(io.BytesIO(await resp.read())).active["A7"].value == "MILK"
+    assert "PURCHASE ORDER" in await (await client.get(f"{base}/export?format=txt", headers=li)).text()
+    assert (await client.get(f"{base}/export?format=pdf", headers=li)).status == 400
+
+    # refusals write nothing: more than ordered, a negative quantity, a SKU not on the order, another store
+    before = await _counts(db)
+    over = {"receipt_id": "dn-x", "lines": [{"sku": "MILK", "qty": "25"}]}
+    await _refused(await client.post(f"{base}/receipts", json=over, headers=li), 409, "only 24 is still open")
+    negative = {"receipt_id": "dn-x", "lines": [{"sku": "MILK", "qty": "-1"}]}
+    await _refused(
+        await client.post(f"{base}/receipts", json=negative, headers=li), 422, "must not be negative"
+    )
+    unknown = {"receipt_id": "dn-x", "lines": [{"sku": "BUTTER", "qty": "1"}]}
+    await _refused(
+        await client.post(f"{base}/receipts", json=unknown, headers=li), 409, "not on purchase order"
+    )
+    await _refused(await client.post(f"{base}/receipts", json=receipt, headers=wang), 403, "shop-1")
+    assert await _counts(db) == before
+
+    got = await _ok(await client.post(f"{base}/receipts", json=receipt, headers=li), 201)
+    assert (got["state"], got["lines"][0]["received"], got["lines"][0]["open"]) == (
+        "partially_received",
+        "12",
+        "12",
+    )
+    again = await _ok(await client.post(f"{base}/receipts", json=receipt, headers=li), 200)  # a retry
+    assert again["lines"][0]["received"] == "12"
+    stock = await _ok(await client.get("/api/v1/stores/shop-1/stock/MILK/movements", headers=li))
+    assert stock["level"]["on_hand"] == "12"
+    cost = await _ok(await client.get("/api/v1/stores/shop-1/stock/MILK/cost", headers=li))
+    assert cost["avg_cost_fen"] == 450
+    batches = await _ok(await client.get("/api/v1/stores/shop-1/batches?sku=MILK", headers=li))
+    assert [(b["lot"], b["left"], b["expired"]) for b in batches["items"]] == [("L1", "12", False)]
+    picks = await _ok(await client.get("/api/v1/stores/shop-1/stock/MILK/fefo?qty=13", headers=li))
+    assert (picks["picks"], picks["short"]) == ([{"lot": "L1", "expires_on": "2099-01-01", "qty": "12"}], "1")
+    assert (await client.get("/api/v1/stores/shop-1/stock/MILK/fefo?qty=-1", headers=li)).status == 400
+    near = await _ok(await client.get("/api/v1/stores/shop-1/near-expiry?days=366", headers=li))
+    assert near["items"] == []
+    rated = await _ok(await client.get(f"/api/v1/suppliers/{farm['id']}", headers=li))
+    assert rated["rating"] == {"orders": 0, "on_time_bp": None, "fill_rate_bp": None}  # nothing finished yet
+
+    await _refused(
+        await client.post(f"{base}/cancel", json={"reason": "rest out of stock"}, headers=wang), 403, ""
+    )
+    done = await _ok(await client.post(f"{base}/cancel", json={"reason": "rest out of stock"}, headers=li))
+    assert done["state"] == "cancelled"
+    rated = await _ok(await client.get(f"/api/v1/suppliers/{farm['id']}", headers=boss))
+    assert rated["rating"]["fill_rate_bp"] == 5_000
+    assert (await client.get("/api/v1/suppliers/nope", headers=boss)).status == 404
+    assert (await client.get("/api/v1/purchase-orders/nope", headers=boss)).status == 404
+    await _refused(await client.get("/api/v1/stores/shop-1/stock-alerts", headers=wang), 403, "shop-1")
+    alerts = await _ok(await client.get("/api/v1/stores/shop-1/stock-alerts?slow_days=7", headers=li))
+    assert alerts["slow_movers"] == [{"sku": "MILK", "on_hand": "12"}]
+
+
+async def test_a_suggested_transfer_through_the_api(db, client, users):
+    async with db.session() as session, session.begin():
+        await adjust(session, "shop-2", "COLA", 30_000, "count", "user:wang")
+        await set_rule(session, "shop-1", "COLA", RuleIn(min_milli=5_000, max_milli=20_000), actor="x")
+        await set_rule(session, "shop-2", "COLA", RuleIn(min_milli=0, max_milli=10_000), actor="x")
+    path = "/api/v1/stores/shop-1/replenishment/transfers"
+    await _refused(
+        await client.post(path, json={"from_store": "shop-2"}, headers=users["mkt"]), 403, "transfers.write"
+    )
+    assert (await client.post(path, json={"from_store": "Bad Store!"}, headers=users["li"])).status == 400
+    made = await _ok(await client.post(path, json={"from_store": "shop-2"}, headers=users["li"]), 201)
+    assert (made["from_store"], made["to_store"], made["state"]) == ("shop-2", "shop-1", "draft")
+    assert [(x["sku"], x["qty"]) for x in made["lines"]] == [("COLA", "20")]
