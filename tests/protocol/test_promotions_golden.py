@@ -16,7 +16,7 @@ import pytest
 
 from protocol.pricing import MemberPricing, PriceLine, price_cart
 from protocol.promotion_rules import Cart, RuleKind, RuleSet
-from protocol.promotions import evaluate
+from protocol.promotions import evaluate, validate_rules
 
 CST = timezone(timedelta(hours=8))
 TUESDAY_1930 = datetime(2026, 11, 24, 19, 30, tzinfo=CST)  # 2026-11-24 is a Tuesday
@@ -587,3 +587,95 @@ def test_member_price_rule_counts_only_below_member_pricing() -> None:
     result = evaluate(rules, cart)
     assert [line.total_fen for line in result.lines] == [900, 800]
     assert result.lines[0].explanation == "mp -¥0.50"
+
+
+# --- authoring errors (validate_rules): every error at once, with the field path to fix
+
+
+def test_validate_rules_reports_each_error_with_its_field_path() -> None:
+    errors = validate_rules(
+        [
+            R("percent_off", "too-much", off_bp=12_000),
+            R("threshold", "no-threshold", threshold_fen=0, amount_fen=100),
+            R("threshold", "free", threshold_fen=1000, amount_fen=1000),
+            R("nth_item", "nth", n=1, off_bp=5000),
+            R("gift", "gift", gift_sku="bag", gift_name="袋"),
+            R("bundle", "set", price_fen=100, items=[{"sku": "a", "qty": 1}, {"sku": "a", "qty": 2}]),
+            R(
+                "percent_off",
+                "window",
+                off_bp=100,
+                window={"starts_at": "2026-12-01T00:00:00Z", "ends_at": "2026-11-01T00:00:00Z"},
+            ),
+            R("percent_off", "extra", off_bp=100, colour="red"),
+            R(
+                "buy_x_get_y",
+                "bxgy",
+                buy_qty=1,
+                get_qty=1,
+                scope={"skus": ["a"]},
+                reward_scope={"skus": ["a"]},
+            ),
+            R("percent_off", "ok", off_bp=100),
+            R("percent_off", "ok", off_bp=200),
+            {**R("percent_off", "has-code", off_bp=100), "code": "X1"},
+        ]
+    )
+    by_field = {e.field: e.message for e in errors}
+    assert "more than 100 %" in by_field["rules.0.off_bp"]
+    assert by_field["rules.1.threshold_fen"] == "threshold_fen must be above 0, got 0"
+    assert "the order would be free" in by_field["rules.2"]
+    assert "greater than or equal to 2" in by_field["rules.3.n"]
+    assert "threshold_fen or min_qty" in by_field["rules.4"]
+    assert "appears twice" in by_field["rules.5.items"]
+    assert "is not after starts_at" in by_field["rules.6.window"]
+    assert "Extra inputs" in by_field["rules.7.colour"]
+    assert "overlaps scope" in by_field["rules.8"]
+    assert "already used by rules.9" in by_field["rules.10.id"]
+    assert "coupon code" in by_field["rules.11.code"]
+    assert len(errors) == 11
+
+
+EXCLUSIVE = R("percent_off", "x1", off_bp=1000, stackable=False, scope={"categories": ["fresh"]})
+
+
+@pytest.mark.parametrize(
+    ("other", "clash"),
+    [
+        ({}, True),
+        ({"priority": 1}, False),
+        ({"stackable": True}, False),
+        ({"scope": {"categories": ["drink"]}}, False),
+        ({"scope": {}}, True),
+        ({"stores": ["s2"]}, True),
+        ({"window": {"hours": [{"start": "20:00", "end": "22:00"}]}}, True),
+        ({"group": "g"}, False),
+    ],
+)
+def test_exclusive_rules_of_equal_priority_that_can_meet_are_refused(
+    other: dict[str, Any], clash: bool
+) -> None:
+    first = {**EXCLUSIVE, "window": {"hours": [{"start": "18:00", "end": "21:00"}]}}
+    second = {**EXCLUSIVE, "id": "x2", "window": first["window"]} | other
+    errors = validate_rules([first, second])
+    assert bool(errors) == clash
+    if clash:
+        assert errors[0].field == "rules.1.priority"
+        assert "'x1' (rules.0) and 'x2'" in errors[0].message
+        assert "share priority 0" in errors[0].message
+
+
+def test_exclusive_rules_in_different_hours_or_stores_do_not_clash() -> None:
+    night = {**EXCLUSIVE, "window": {"hours": [{"start": "20:00", "end": "02:00"}]}}
+    morning = {**EXCLUSIVE, "id": "x2", "window": {"hours": [{"start": "07:00", "end": "10:00"}]}}
+    assert validate_rules([night, morning]) == []
+    at_1am = {**morning, "window": {"hours": [{"start": "01:00", "end": "03:00"}]}}
+    assert [e.field for e in validate_rules([night, at_1am])] == ["rules.1.priority"]
+    mine = {**EXCLUSIVE, "stores": ["s1"]}
+    theirs = {**EXCLUSIVE, "id": "x2", "stores": ["s2"]}
+    assert validate_rules([mine, theirs]) == []
+    weekend = {**EXCLUSIVE, "window": {"weekdays": [6, 7]}}
+    weekdays = {**EXCLUSIVE, "id": "x2", "window": {"weekdays": [1, 2, 3, 4, 5]}}
+    assert validate_rules([weekend, weekdays]) == []
+    models = RuleSet.model_validate({"rules": [mine, {**mine, "id": "x3"}]}).rules
+    assert [e.field for e in validate_rules(models)] == ["rules.1.priority"]
