@@ -258,6 +258,8 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
         api_loyalty,
         api_members,
         api_passes,
+        api_purchasing,
+        api_replenishment,
         api_sales,
         api_stock,
         api_stocktakes,
@@ -278,5 +280,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_tags.add_routes(app)
     api_coupons.add_routes(app)
     api_appointments.add_routes(app)
+    api_replenishment.add_routes(app)
+    api_purchasing.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app
