@@ -258,6 +258,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
         api_loyalty,
         api_members,
         api_passes,
+        api_promotions,
         api_purchasing,
         api_replenishment,
         api_sales,
@@ -279,6 +280,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_jobs.add_routes(app)
     api_tags.add_routes(app)
     api_coupons.add_routes(app)
+    api_promotions.add_routes(app)
     api_appointments.add_routes(app)
     api_replenishment.add_routes(app)
     api_purchasing.add_routes(app)
