@@ -23,6 +23,7 @@ import aiohttp
 from hub import auth
 from hub.broker import free_port, port_in_use
 from hub.config import BrokerSettings, HubSettings
+from hub.demo_catalog import STORE_B, setup_demo_catalog
 from hub.errors import HubError, NotFound
 from hub.loyalty_rules import LevelsConfig, PointsRules, load_levels, save_setting
 from hub.service import Hub
@@ -184,6 +185,7 @@ async def _start_store(
     creds = await add_store(hub.db, DEMO_STORE, DEMO_STORE_NAME, rotate=True)
     password, token = await _demo_owner(hub)
     await _demo_loyalty(hub)
+    await setup_demo_catalog(hub.db, DEMO_STORE, hub.link)
     edge_port = _port(8700)
     edge_toml = state / "edge.toml"
     toml = _edge_toml(mqtt_port, creds.password, edge_port, state / "edge")
@@ -199,6 +201,7 @@ async def _start_store(
         "hub_password": password,
         "mqtt_port": mqtt_port,
         "demo_pid": os.getpid(),
+        "store_b": STORE_B,
     }
     demo_json = cwd / "storelink-demo.json"
     staff_pin = f"{secrets.randbelow(10**6):06d}"
@@ -245,7 +248,26 @@ async def _start_store(
         f'  curl -H "Authorization: Bearer {token}" {hub_url}/api/v1/stores\n',
         flush=True,
     )
+    _catalog_banner(hub_url, token)
     return edge
+
+
+def _catalog_banner(hub_url: str, token: str) -> None:
+    """How to change a price at head office and see the two stores' ledgers (docs/inventory.md)."""
+    auth_header = f'-H "Authorization: Bearer {token}"'
+    json_header = '-H "Content-Type: application/json"'
+    stores = f"{hub_url}/api/v1/stores"
+    print(
+        f"  catalog      {DEMO_STORE} and {STORE_B} (hub only, with opening stock) link the demo catalog\n"
+        f"  change a price and publish it to the till:\n"
+        f"  curl -X PATCH {auth_header} {json_header} -d '{{\"price_fen\": 280}}'"
+        f" {stores}/{DEMO_STORE}/catalog/DRK-004\n"
+        f"  curl -X POST {auth_header} {stores}/{DEMO_STORE}/catalog/publish\n"
+        f"  both stores' ledgers:\n"
+        f"  curl {auth_header} {stores}/{DEMO_STORE}/stock/DRK-004/movements\n"
+        f"  curl {auth_header} {stores}/{STORE_B}/stock/DRK-004/movements\n",
+        flush=True,
+    )
 
 
 async def _start_printers() -> tuple[asyncio.subprocess.Process, list[list[str]]]:

@@ -179,6 +179,48 @@ def _printed(edge_toml: Path) -> None:
     assert "role=kitchen-bar" in devices
 
 
+def _catalog_price_and_transfer(info: dict[str, Any]) -> None:
+    """Issue 7's demo: head office changes a price and publishes it, the till sells at it, stock
+    moves from store B (hub only) to the demo store through the transfer API, both ledgers show it."""
+    edge, hub, office = info["edge_url"] + "/api/v1", info["hub_url"] + "/api/v1", info["hub_token"]
+    token = _post(
+        edge + "/sessions", info["device_token"], {"staff_id": info["staff_id"], "pin": info["staff_pin"]}
+    )["token"]  # the shift opened by _price_change_and_hub_restart is still open
+    store, store_b, sprite = info["store"], info["store_b"], "DRK-004"
+    _post(f"{hub}/stores/{store}/catalog/{sprite}", office, {"price_fen": 280}, method="PATCH")
+    assert _post(f"{hub}/stores/{store}/catalog/publish", office, {})["products"] >= 40
+    _until(
+        lambda: _get(f"{edge}/products/{sprite}", token)[2].get("store_price_fen") == 280,
+        10,
+        "the published price never reached the till",
+    )
+    order = _post(edge + "/orders", token, {})["order"]
+    total = _post(f"{edge}/orders/{order['id']}/lines", token, {"barcode": "6954767430188"})["order"][
+        "total_fen"
+    ]
+    assert total == 280
+    _post(f"{edge}/orders/{order['id']}/payments", token, {"method": "cash", "amount_fen": total})
+
+    line = {"sku": sprite, "qty": "6"}
+    transfer = _post(f"{hub}/transfers", office, {"from_store": store_b, "to_store": store, "lines": [line]})
+    for step in ("approve", "ship"):
+        _post(f"{hub}/transfers/{transfer['id']}/{step}", office, {})
+    received = _post(f"{hub}/transfers/{transfer['id']}/receive", office, {"lines": [line]})
+    assert (received["state"], received["lines"][0]["received"]) == ("received", "6")
+
+    def ledger(shop: str) -> dict[str, Any]:
+        return _get(f"{hub}/stores/{shop}/stock/{sprite}/movements", office)[2]
+
+    _until(
+        lambda: "sale" in {m["kind"] for m in ledger(store)["items"]}, 10, "the sale never reached the ledger"
+    )
+    here, there = ledger(store), ledger(store_b)
+    assert {m["kind"] for m in here["items"]} == {"sale", "transit_in", "transfer_in"}
+    assert here["level"]["on_hand"] == "5"  # 6 received, 1 sold
+    assert [m["kind"] for m in there["items"]] == ["transfer_out", "adjustment"]  # newest first
+    assert there["level"]["on_hand"] == "42"  # 48 opening stock, 6 sent
+
+
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
     hub_cmd = shutil.which("storelink-hub", path=str(Path(sys.executable).parent))
     assert hub_cmd, "storelink-hub console script is not installed in this environment"
@@ -219,6 +261,7 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         _price_change_and_hub_restart(info, info["demo_pid"])
         _member_flow(info)
         _printed(tmp_path / "storelink-demo" / "edge.toml")
+        _catalog_price_and_transfer(info)
     finally:
         demo.send_signal(signal.SIGINT)
         try:
