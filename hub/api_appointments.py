@@ -16,21 +16,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub import api_service_plans
 from hub.api import DB, actor, bad_query, principal, read_body
 from hub.appointment_tables import ResourceKind
-from hub.appointments import (
-    SlotTaken,
-    appointment_json,
-    availability,
-    book,
-    book_class,
-    cancel,
-    class_json,
-    create_class,
-    day_appointments,
-    get_appointment,
-    reschedule,
-)
+from hub.appointments import SlotTaken, book, book_class, cancel, create_class, get_appointment, reschedule
 from hub.appointments_setup import (
     ServiceTerms,
     add_resource,
@@ -43,6 +32,7 @@ from hub.appointments_setup import (
     service_json,
     shift_json,
 )
+from hub.appointments_views import appointment_json, availability, class_json, day_appointments, day_classes
 from hub.appointments_visits import check_in, mark_no_show, notify
 from protocol import PROBLEM_JSON
 from protocol.timeutil import UtcDatetime
@@ -265,6 +255,17 @@ async def post_class(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201)
 
 
+async def get_classes(request: web.Request) -> web.Response:
+    """The store's class sessions on `?day=`, with seats taken."""
+    store = _store(request, "appointments.read")
+    day = _day(request)
+    async with request.app[DB].session() as session:
+        rows = await day_classes(session, store, day)
+    return web.json_response(
+        {"store": store, "day": day.isoformat(), "items": [class_json(c, n) for c, n in rows]}
+    )
+
+
 async def post_booking(request: web.Request) -> web.Response:
     """Book a member (one-to-one, or a seat in a class); 409 with `next_free` when the slot is taken."""
     store = _store(request, "appointments.write")
@@ -380,6 +381,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/stores/{store}/shifts", get_shifts)
     r.add_post("/api/v1/stores/{store}/shifts", post_shift)
     r.add_get("/api/v1/stores/{store}/availability", get_availability)
+    r.add_get("/api/v1/stores/{store}/classes", get_classes)
     r.add_post("/api/v1/stores/{store}/classes", post_class)
     r.add_get("/api/v1/stores/{store}/appointments", get_bookings)
     r.add_post("/api/v1/stores/{store}/appointments", post_booking)
@@ -388,3 +390,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/appointments/{appointment_id}/cancel", post_cancel)
     r.add_post("/api/v1/appointments/{appointment_id}/check-in", post_check_in)
     r.add_post("/api/v1/appointments/{appointment_id}/no-show", post_no_show)
+    api_service_plans.add_routes(app)

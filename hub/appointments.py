@@ -15,7 +15,7 @@ under a lock on the class row, and a cancelled seat promotes the first on the wa
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -32,7 +32,7 @@ from hub.appointment_tables import (
     ResourceKind,
     ServicePlan,
 )
-from hub.appointments_setup import AppointmentError, get_service, local_day_bounds, store_zone
+from hub.appointments_setup import AppointmentError, get_service, store_zone
 from hub.appointments_slots import Board, Need
 from hub.db import AsyncSession
 from hub.errors import NotFound
@@ -43,16 +43,15 @@ from protocol.timeutil import format_utc, to_utc
 __all__ = [
     "ClassFull",
     "SlotTaken",
-    "appointment_json",
-    "availability",
     "book",
     "book_class",
     "cancel",
-    "class_json",
     "create_class",
-    "day_appointments",
     "get_appointment",
+    "load_board",
     "reschedule",
+    "resource_needs",
+    "seats_taken",
 ]
 
 SUGGEST_COUNT = 3
@@ -84,7 +83,9 @@ def _label(need: dict[str, Any]) -> str:
     return f"{need['kind']} with '{tag}'" if tag else str(need["kind"])
 
 
-async def _needs(session: AsyncSession, store: str, service: ApptService, wanted: list[str]) -> list[Need]:
+async def resource_needs(
+    session: AsyncSession, store: str, service: ApptService, wanted: list[str]
+) -> list[Need]:
     """The candidates of each need at the store; a resource asked for by id fills its need alone."""
     rows = list(
         (
@@ -130,7 +131,7 @@ async def _lock(session: AsyncSession, resource_ids: list[str]) -> None:
         )
 
 
-async def _board(
+async def load_board(
     session: AsyncSession,
     service: ApptService,
     needs: list[Need],
@@ -178,17 +179,17 @@ async def _place(
     ignore: str | None = None,
 ) -> list[str]:
     """Lock the candidates, pick free ones at `starts_at`, or raise `SlotTaken` listing next free starts."""
-    needs = await _needs(session, store, service, wanted)
+    needs = await resource_needs(session, store, service, wanted)
     candidates = sorted({r for n in needs for r in n.candidates})
     await _lock(session, candidates)
     span = timedelta(minutes=service.duration_min + service.buffer_min)
-    board = await _board(session, service, needs, starts_at - span, starts_at + span, ignore=ignore)
+    board = await load_board(session, service, needs, starts_at - span, starts_at + span, ignore=ignore)
     picked = board.assign(starts_at)
     if picked is not None:
         return picked
     why = board.missing(starts_at)
     until = starts_at + timedelta(days=SUGGEST_DAYS)
-    wide = await _board(session, service, needs, starts_at - span, until + span, ignore=ignore)
+    wide = await load_board(session, service, needs, starts_at - span, until + span, ignore=ignore)
     zone = await store_zone(session, store)
     free: list[dict[str, Any]] = [
         {
@@ -333,7 +334,8 @@ async def _lock_class(session: AsyncSession, class_id: str) -> ApptClass:
     return row
 
 
-async def _seats_taken(session: AsyncSession, class_id: str) -> int:
+async def seats_taken(session: AsyncSession, class_id: str) -> int:
+    """Seats of the class booked or checked in."""
     return int(
         await session.scalar(
             select(func.count())
@@ -364,7 +366,7 @@ async def book_class(
     )
     if already is not None:
         raise AppointmentError(f"member {member.id} is already booked into this class ({already})")
-    taken = await _seats_taken(session, class_id)
+    taken = await seats_taken(session, class_id)
     if taken < session_row.capacity:
         status = ApptStatus.BOOKED
     elif service.waitlist:
@@ -507,7 +509,7 @@ async def cancel(
 async def _promote(session: AsyncSession, class_id: str, now: datetime) -> Appointment | None:
     """Give a free seat to the first on the waitlist (the class is locked by the caller)."""
     capacity = await session.scalar(select(ApptClass.capacity).where(ApptClass.id == class_id))
-    if capacity is None or await _seats_taken(session, class_id) >= capacity:
+    if capacity is None or await seats_taken(session, class_id) >= capacity:
         return None
     first = await session.scalar(
         select(Appointment)
@@ -520,77 +522,3 @@ async def _promote(session: AsyncSession, class_id: str, now: datetime) -> Appoi
     return await _move(
         session, first, (ApptStatus.WAITLISTED,), "promoted", status=ApptStatus.BOOKED.value, updated_at=now
     )
-
-
-async def availability(
-    session: AsyncSession,
-    store: str,
-    service_code: str,
-    day: date,
-    *,
-    resources: list[str] | None = None,
-    now: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """Every start on the local `day` (15-minute grid) the service can be booked at, with resources."""
-    now = now or _now()
-    service = await get_service(session, service_code)
-    zone = await store_zone(session, store)
-    since, until = local_day_bounds(day, zone)
-    needs = await _needs(session, store, service, resources or [])
-    span = timedelta(minutes=service.duration_min + service.buffer_min)
-    board = await _board(session, service, needs, since - span, until + span)
-    earliest = max(since, now + timedelta(minutes=service.book_cutoff_min, seconds=1))
-    return [
-        {"starts_at": format_utc(t), "local": t.astimezone(zone).strftime("%H:%M"), "resources": rids}
-        for t, rids in board.free_starts(earliest, until, step=SLOT_STEP, count=200)
-    ]
-
-
-async def day_appointments(
-    session: AsyncSession, store: str, day: date, *, include_cancelled: bool = False
-) -> list[Appointment]:
-    """The store's appointments starting on the local `day`, by start."""
-    since, until = local_day_bounds(day, await store_zone(session, store))
-    query = select(Appointment).where(
-        Appointment.store == store, Appointment.starts_at >= since, Appointment.starts_at < until
-    )
-    if not include_cancelled:
-        query = query.where(Appointment.status != ApptStatus.CANCELLED.value)
-    rows = await session.scalars(query.order_by(Appointment.starts_at, Appointment.id))
-    return list(rows.all())
-
-
-def appointment_json(a: Appointment) -> dict[str, Any]:
-    """An appointment as the API and the till show it."""
-    return {
-        "id": a.id,
-        "store": a.store,
-        "service": a.service_code,
-        "member_id": a.member_id,
-        "class_id": a.class_id,
-        "plan_id": a.plan_id,
-        "starts_at": format_utc(a.starts_at),
-        "ends_at": format_utc(a.ends_at),
-        "status": a.status,
-        "resources": a.resources,
-        "note": a.note,
-        "late_cancel": a.late_cancel,
-        "cancel_reason": a.cancel_reason,
-        "checked_in_at": format_utc(a.checked_in_at) if a.checked_in_at else None,
-        "pass_txn_id": a.pass_txn_id,
-    }
-
-
-def class_json(c: ApptClass, taken: int | None = None) -> dict[str, Any]:
-    """A class session as the API shows it."""
-    return {
-        "id": c.id,
-        "store": c.store,
-        "service": c.service_code,
-        "starts_at": format_utc(c.starts_at),
-        "ends_at": format_utc(c.ends_at),
-        "capacity": c.capacity,
-        "taken": taken,
-        "resources": c.resources,
-        "cancelled": c.cancelled,
-    }

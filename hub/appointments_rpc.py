@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from hub.appointment_tables import ApptService
-from hub.appointments import appointment_json, day_appointments
 from hub.appointments_setup import AppointmentError, store_zone
+from hub.appointments_views import appointment_json, day_appointments
 from hub.appointments_visits import check_in
 from hub.db import AsyncSession
 from hub.errors import NotFound

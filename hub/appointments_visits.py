@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import select, update
 
 from hub.appointment_tables import Appointment, ApptService, ApptStatus, PlanStatus, ServicePlan
-from hub.appointments import appointment_json, get_appointment
+from hub.appointments import get_appointment
 from hub.appointments_setup import AppointmentError, get_service, store_zone
+from hub.appointments_views import appointment_json
 from hub.db import AsyncSession, Database
 from hub.messaging import Category, enqueue_message
 from hub.passes import PassError
