@@ -22,6 +22,7 @@ from edge.appointments import AppointmentDesk
 from edge.commands import recent_messages
 from edge.config import EdgeSettings
 from edge.device_manager import DeviceManager
+from edge.coupons import CouponDesk
 from edge.devices import UnknownDevice
 from edge.errors import TillError
 from edge.events import EventBus
@@ -49,6 +50,7 @@ PAIRING = web.AppKey("pairing", access.PairingGuard)
 RPC = web.AppKey("rpc", RpcClient)
 DEVICES = web.AppKey("devices", DeviceManager)
 MEMBERS = web.AppKey("members", MemberDesk)
+COUPONS = web.AppKey("coupons", CouponDesk)
 APPOINTMENTS = web.AppKey("appointments", AppointmentDesk)
 PRINCIPAL = web.RequestKey("principal", access.Principal)
 TOKEN = web.RequestKey("token", str)
@@ -333,10 +335,12 @@ def make_app(
     """Build the local API around the daemon's shared parts."""
     from edge import (  # noqa: PLC0415 - they import helpers from this module
         api_appointments,
+        api_coupons,
         api_devices,
         api_kds,
         api_members,
         api_queue,
+        api_stock,
         api_till,
     )
 
@@ -351,6 +355,7 @@ def make_app(
     app[DEVICES] = devices
     app[MEMBERS] = MemberDesk(till, rpc, lambda: snapshots.offline_policy(settings.offline))
     app[APPOINTMENTS] = AppointmentDesk(till, rpc)
+    app[COUPONS] = CouponDesk(till, rpc)
     app[PAIRING] = access.PairingGuard()
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/openapi.json", openapi)
@@ -362,6 +367,8 @@ def make_app(
     api_till.add_routes(app)
     api_devices.add_routes(app)
     api_members.add_routes(app)
+    api_coupons.add_routes(app)
+    api_stock.add_routes(app)
     api_kds.add_routes(app)
     api_queue.add_routes(app)
     api_appointments.add_routes(app)

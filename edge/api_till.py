@@ -30,6 +30,7 @@ from edge.catalog import Catalog, CatalogError, Product
 from edge.errors import TillError
 from edge.orders import MEMBER_METHODS, OrderLine, TenderMethod
 from edge.receipt import receipt
+from edge.stock_tasks import read_gs1, refuse_expired, store_today
 from protocol import new_id
 from protocol.barcodes import BarcodeError
 from protocol.pricing import Quantity
@@ -270,6 +271,9 @@ async def patch_order(request: web.Request) -> web.Response:
 async def add_line(request: web.Request) -> web.Response:
     """Add a line by barcode or SKU."""
     body, _, idem = await staff_command(request, LineIn, "order.sell")
+    if body.barcode is not None and (gs1 := read_gs1(body.barcode)) is not None:
+        refuse_expired(gs1, store_today(request.app[SETTINGS].timezone))  # AI (17) before today: refused
+        body = body.model_copy(update={"barcode": gs1.gtin})
     line = _build_line(_catalog(request), body)
     return answer(await request.app[TILL].add_line(request.match_info["order_id"], line, idem))
 

@@ -24,6 +24,7 @@ from edge.journal import Journal, daemon_lock
 from edge.promotions import TillPromotions
 from edge.rpc import RpcClient
 from edge.snapshots import Snapshots
+from edge.stock_tasks import register_stock_commands
 from edge.till import Till
 from protocol.aio import cancel_and_wait, wait_for_stop_signal
 
@@ -59,6 +60,7 @@ class EdgeDaemon:
             settings, self.journal, lambda: self.snapshots.catalog, self.inputs, self.discovery
         )
         self.commands = CommandRunner(self.journal, self.bus)
+        register_stock_commands(self.commands)
         self.rpc = RpcClient(
             lambda request: self.link.publish_rpc(request),  # noqa: PLW0108 - the link is made below
             lambda: self.snapshots.offline_policy(settings.offline),

@@ -193,6 +193,33 @@ _MIGRATIONS: list[str] = [
         text TEXT NOT NULL
     ) STRICT;
     """,
+    # stock tasks from the hub (ship, receive, count) and SKUs blocked from sale (edge/stock_tasks.py)
+    """
+    CREATE TABLE stock_tasks (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('ship', 'receive', 'count')),
+        ref TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'done', 'cancelled')),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX stock_tasks_by_state ON stock_tasks (state, created_at);
+    CREATE TABLE stock_task_lines (
+        task_id TEXT NOT NULL REFERENCES stock_tasks (id),
+        sku TEXT NOT NULL,
+        expected_milli INTEGER,
+        qty_milli INTEGER NOT NULL,
+        damaged_milli INTEGER NOT NULL DEFAULT 0,
+        discrepancy TEXT,
+        note TEXT NOT NULL DEFAULT '',
+        reported_milli INTEGER NOT NULL DEFAULT 0,
+        settled INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (task_id, sku)
+    ) STRICT;
+    CREATE TABLE blocked_skus (sku TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL) STRICT;
+    """,
 ]
 
 

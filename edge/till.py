@@ -38,6 +38,7 @@ from edge.orders import (
 )
 from edge.promotions import TillPromotions, apply_promotions, attach_coupon, detach_coupon
 from edge.shifts import Shift, add_to, load_open_shift, save_shift
+from edge.stock_tasks import refuse_blocked
 from protocol import business_day, new_id
 from protocol.promotion_rules import Rule
 
@@ -313,9 +314,12 @@ class Till:
 
     async def add_line(self, order_id: str, line: OrderLine, idem: Idempotency | None) -> Reply:
         """Add a priced line (built by the caller from the catalog)."""
-        return await self._change(
-            order_id, lambda _conn, order, _now: add_line(order, line), idem, status=201
-        )
+
+        def rule(conn: sqlite3.Connection, order: Order, now: datetime) -> Order:
+            refuse_blocked(conn, line.sku, line.name)  # head office's stock.block (expired batch, recall)
+            return add_line(order, line)
+
+        return await self._change(order_id, rule, idem, status=201)
 
     async def update_line(
         self,
