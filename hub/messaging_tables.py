@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.models import Base
 
-__all__ = ["Category", "Message", "MessageState", "Unsubscribe"]
+__all__ = ["Campaign", "CampaignState", "Category", "Message", "MessageState", "Unsubscribe"]
 
 
 class Category(StrEnum):
@@ -34,6 +34,42 @@ class MessageState(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # the provider refused it for good, or retries ran out
     SUPPRESSED = "suppressed"  # not sent on purpose: unsubscribed, no consent, capped, no phone
+
+
+class CampaignState(StrEnum):
+    """`released` (its messages are queued), `cancelled` and `failed` are final."""
+
+    SCHEDULED = "scheduled"
+    RELEASED = "released"
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # the release was refused (e.g. the coupon ran out); `error` says why
+
+
+class Campaign(Base):
+    """A message to an audience at a time, optionally with a coupon; its results are read from facts."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_due", "state", "send_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSON)  # hub.campaigns.Audience
+    coupon_template_id: Mapped[str | None] = mapped_column(String(36))
+    send_at: Mapped[datetime]  # UTC
+    timezone: Mapped[str] = mapped_column(String(64))  # for the local send time, birthdays and days
+    attribution_days: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(12))
+    audience_size: Mapped[int | None] = mapped_column(Integer)  # at release
+    coupons_issued: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]
+    cancelled_by: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime]
 
 
 class Message(Base):

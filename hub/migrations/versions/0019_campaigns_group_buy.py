@@ -55,6 +55,32 @@ def _messages() -> None:
     )
 
 
+def _campaigns() -> None:
+    op.create_table(
+        "campaigns",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("channel", sa.String(16), nullable=False),
+        sa.Column("template", sa.String(64), nullable=False),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("audience", sa.JSON(), nullable=False),
+        sa.Column("coupon_template_id", sa.String(36), nullable=True),
+        sa.Column("send_at", UtcDateTime(), nullable=False),
+        sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("attribution_days", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(12), nullable=False),
+        sa.Column("audience_size", sa.Integer(), nullable=True),
+        sa.Column("coupons_issued", sa.Integer(), nullable=True),
+        sa.Column("created_by", sa.String(80), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("released_at", UtcDateTime(), nullable=True),
+        sa.Column("cancelled_by", sa.String(80), nullable=True),
+        sa.Column("error", sa.String(500), nullable=True),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+    )
+    op.create_index("ix_campaigns_due", "campaigns", ["state", "send_at"])
+
+
 def _group_buy() -> None:
     op.create_table(
         "group_buy_offers",
@@ -125,6 +151,7 @@ def _group_buy() -> None:
 
 def upgrade() -> None:
     _messages()
+    _campaigns()
     _group_buy()
 
 
@@ -132,5 +159,6 @@ def downgrade() -> None:
     op.drop_table("group_buy_participations")
     op.drop_table("group_buy_groups")
     op.drop_table("group_buy_offers")
+    op.drop_table("campaigns")
     op.drop_table("message_unsubscribes")
     op.drop_table("messages")
