@@ -245,7 +245,9 @@ async def _surplus(
             )
         )
     ).all()
-    sold = await _sold(session, donors, since, skus)
+    # donors' velocity only where a days-of-cover rule needs it: a min/max rule's max is fixed
+    paced = sorted({store for (store, _), rule in rules.items() if rule.cover_days is not None})
+    sold = await _sold(session, paced, since, skus) if paced else {}
     found: dict[str, list[tuple[str, int]]] = {}
     for donor, sku, on_hand in levels:
         rule = rules.get((donor, sku)) or rules.get((donor, DEFAULT_RULE))
