@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, time
 from fractions import Fraction
 
 from protocol.money import allocate, apply_basis_points, format_yuan, mul_fraction, round_half_up
@@ -66,6 +67,14 @@ class _Line:
     touched: bool = False
     locked: bool = False
 
+    def unit_key(self) -> int:
+        """Orders lines by the net price of one unit (units of a line share its net equally).
+
+        net / units scaled by 10**8 and floored: two different unit prices of lines of at
+        most 9999 units differ by at least 1/10**8, so the order is exact, in ints.
+        """
+        return self.net * 10**8 // (self.units or 1)
+
 
 @dataclass(slots=True)
 class _Outcome:
@@ -112,17 +121,31 @@ class _Index:
         return list(found)
 
 
-def _in_window(window: TimeWindow, cart: Cart) -> bool:
-    now = cart.local_time
+@dataclass(frozen=True, slots=True)
+class _Clock:
+    """The cart's time, taken apart once for all rules."""
+
+    now: datetime
+    weekday: int
+    wall: time
+
+    @classmethod
+    def of(cls, cart: Cart) -> _Clock:
+        now = cart.local_time
+        return cls(now, now.isoweekday(), now.time().replace(tzinfo=None))
+
+
+def _in_window(window: TimeWindow, clock: _Clock) -> bool:
+    now = clock.now
     if window.starts_at is not None and now < window.starts_at:
         return False
     if window.ends_at is not None and now >= window.ends_at:
         return False
-    if window.weekdays and now.isoweekday() not in window.weekdays:
+    if window.weekdays and clock.weekday not in window.weekdays:
         return False
     if not window.hours:
         return True
-    wall = now.time().replace(tzinfo=None)
+    wall = clock.wall
     for span in window.hours:
         if span.start < span.end:
             if span.start <= wall < span.end:
@@ -132,7 +155,7 @@ def _in_window(window: TimeWindow, cart: Cart) -> bool:
     return False
 
 
-def _live(rule: Rule, cart: Cart) -> bool:
+def _live(rule: Rule, cart: Cart, clock: _Clock) -> bool:
     """Whether the rule applies to this cart at all (store, channel, member, time, daily cap)."""
     if rule.stores and cart.store not in rule.stores:
         return False
@@ -151,7 +174,7 @@ def _live(rule: Rule, cart: Cart) -> bool:
     limit = rule.per_member_daily_limit
     if limit is not None and cart.member_id is not None and cart.member_uses_today.get(rule.id, 0) >= limit:
         return False
-    return _in_window(rule.window, cart)
+    return _in_window(rule.window, clock)
 
 
 def _open_to(rule: Rule, line: _Line) -> bool:
@@ -226,7 +249,7 @@ def _pick_units(lines: list[_Line], pool: list[int], count: int, *, cheapest: bo
     """Choose `count` units from the lines in pool, cheapest (or dearest) unit price first."""
     order = sorted(
         pool,
-        key=lambda i: (Fraction(lines[i].net, lines[i].units or 1) * (1 if cheapest else -1), i),
+        key=lambda i: (lines[i].unit_key() if cheapest else -lines[i].unit_key(), i),
     )
     chosen: dict[int, int] = {}
     for index in order:
@@ -352,7 +375,7 @@ def _gift(rule: GiftRule, lines: list[_Line], eligible: list[int]) -> _Outcome:
     times = base // rule.threshold_fen if rule.repeat else 1
     if rule.max_applications is not None:
         times = min(times, rule.max_applications)
-    gift = Gift(
+    gift = Gift.model_construct(
         rule_id=rule.id,
         rule_name=rule.name,
         sku=rule.gift_sku,
@@ -401,14 +424,15 @@ def _apply(rule: Rule, outcome: _Outcome, lines: list[_Line]) -> AppliedRule:
         line = lines[i]
         line.net -= amount
         line.allocations.append(
-            LineAllocation(rule_id=rule.id, name=rule.name, amount_fen=amount, code=rule.code)
+            # Results are built with model_construct: every field comes from validated input.
+            LineAllocation.model_construct(rule_id=rule.id, name=rule.name, amount_fen=amount, code=rule.code)
         )
         line.touched = True
         line.locked = line.locked or not rule.stackable
     if rule.group is not None:
         for i in outcome.covered if outcome.gifts else outcome.amounts:
             lines[i].groups.add(rule.group)
-    return AppliedRule(
+    return AppliedRule.model_construct(
         rule_id=rule.id,
         name=rule.name,
         kind=rule.kind,
@@ -416,6 +440,63 @@ def _apply(rule: Rule, outcome: _Outcome, lines: list[_Line]) -> AppliedRule:
         applications=outcome.applications,
         code=rule.code,
     )
+
+
+def _reach(rule: Rule, lines: list[_Line], index: _Index) -> set[int]:
+    """The lines whose state the rule's outcome depends on."""
+    if isinstance(rule, BundleRule):
+        return {i for item in rule.items for i in index.by_sku.get(item.sku, ())}
+    found = set(index.in_scope(rule.scope, lines))
+    if isinstance(rule, BuyXGetYRule) and rule.reward_scope is not None:
+        found.update(index.in_scope(rule.reward_scope, lines))
+    return found
+
+
+def _decide_group(
+    candidates: list[Rule], lines: list[_Line], cart: Cart, index: _Index
+) -> Iterable[tuple[Rule, _Outcome]]:
+    """Apply a group's rules best-for-customer first, each on the lines still free of the group.
+
+    Yields each rule to apply with its outcome; the caller applies it before the next.
+    Only rules reading a line the last one changed are evaluated again.
+    """
+    reach = [_reach(rule, lines, index) for rule in candidates]
+    outcomes = {n: _outcome(rule, lines, cart, index) for n, rule in enumerate(candidates)}
+    # An outcome can only shrink as the group takes lines and nets fall, so one computed
+    # before the last change is an upper bound: it is refreshed only when it comes out best.
+    stale: set[int] = set()
+    while True:
+        worth = [(n, o) for n, o in outcomes.items() if o.value > 0 or o.gifts]
+        if not worth:
+            return
+        # max() keeps the first of equals: the higher priority, then the lower id.
+        n, outcome = max(worth, key=lambda pair: pair[1].value)
+        if n in stale:
+            stale.discard(n)
+            outcomes[n] = _outcome(candidates[n], lines, cart, index)
+            continue
+        best = candidates[n]
+        if _STAGE[best.kind] == 0:
+            for m in [m for m, _ in worth if m in stale and _STAGE[candidates[m].kind] == 0]:
+                stale.discard(m)
+                outcomes[m] = _outcome(candidates[m], lines, cart, index)
+            # A per-line rule leaves the lines where another per-line rule of the group saves
+            # more to that rule (it comes in a later round): per line, the best wins.
+            better = frozenset(
+                i
+                for m, theirs in outcomes.items()
+                if m != n and _STAGE[candidates[m].kind] == 0
+                for i, amount in theirs.amounts.items()
+                if amount > outcome.amounts.get(i, 0)
+            )
+            if better:
+                outcome = _outcome(best, lines, cart, index, better)
+        outcomes = {m: o for m, o in outcomes.items() if m != n and (o.value > 0 or o.gifts)}
+        if not (outcome.value > 0 or outcome.gifts):
+            continue
+        yield best, outcome
+        changed = set(outcome.covered if outcome.gifts else outcome.amounts)
+        stale.update(m for m in outcomes if reach[m] & changed)
 
 
 def _new_line(src: CartLine) -> _Line:
@@ -444,7 +525,8 @@ def evaluate(rules: RuleSet, cart: Cart) -> PromotionResult:
         raise TypeError(f"cart must be a Cart, not {type(cart).__name__}")
     lines = [_new_line(src) for src in cart.lines]
     index = _Index(lines)
-    live = [r for r in (*rules.rules, *cart.coupons) if _live(r, cart)]
+    clock = _Clock.of(cart)
+    live = [r for r in (*rules.rules, *cart.coupons) if _live(r, cart, clock)]
     live.sort(key=lambda r: (-r.priority, _STAGE[r.kind], r.id, r.code or ""))
     applied: list[AppliedRule] = []
     gifts: list[Gift] = []
@@ -459,32 +541,11 @@ def evaluate(rules: RuleSet, cart: Cart) -> PromotionResult:
         if rule.group in decided:
             continue
         decided.add(rule.group)
-        candidates = [r for r in live if r.group == rule.group]
-        while candidates:
-            outcomes = [(r, _outcome(r, lines, cart, index)) for r in candidates]
-            outcomes = [(r, o) for r, o in outcomes if o.value > 0 or o.gifts]
-            if not outcomes:
-                break
-            # max() keeps the first of equals: the higher priority, then the lower id.
-            best, outcome = max(outcomes, key=lambda pair: pair[1].value)
-            if _STAGE[best.kind] == 0:
-                # A per-line rule leaves the lines where another per-line rule of the group
-                # saves more to that rule (it comes next round): per line, the best wins.
-                better = frozenset(
-                    i
-                    for other, theirs in outcomes
-                    if other is not best and _STAGE[other.kind] == 0
-                    for i, amount in theirs.amounts.items()
-                    if amount > outcome.amounts.get(i, 0)
-                )
-                if better:
-                    outcome = _outcome(best, lines, cart, index, better)
-            if outcome.value > 0 or outcome.gifts:
-                applied.append(_apply(best, outcome, lines))
-                gifts.extend(outcome.gifts)
-            candidates = [r for r, _ in outcomes if r is not best]
+        for best, outcome in _decide_group([r for r in live if r.group == rule.group], lines, cart, index):
+            applied.append(_apply(best, outcome, lines))
+            gifts.extend(outcome.gifts)
     results = [
-        LineResult(
+        LineResult.model_construct(
             line_id=line.src.line_id,
             sku=line.src.sku,
             qty=line.src.qty,
@@ -498,7 +559,7 @@ def evaluate(rules: RuleSet, cart: Cart) -> PromotionResult:
     ]
     subtotal = sum(line.base for line in lines)
     total = sum(line.net for line in lines)
-    return PromotionResult(
+    return PromotionResult.model_construct(
         version=rules.version,
         lines=results,
         gifts=gifts,
