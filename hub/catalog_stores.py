@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub.catalog import CatalogError, ProductView, load_products
 from hub.catalog_tables import CatalogProduct, CatalogStoreItem
@@ -73,25 +75,37 @@ async def link_products(session: AsyncSession, store: str, skus: list[str] | Non
     else:
         skus = sorted(set(skus))
         await _known_skus(session, skus)
+    # An upsert, so two people linking the same products at once both succeed.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     now = datetime.now(UTC)
     changed = 0
     for start in range(0, len(skus), 500):
         part = skus[start : start + 500]
-        have = await _items(session, store, part)
-        for sku in part:
-            row = have.get(sku)
-            if row is None:
-                session.add(
-                    CatalogStoreItem(
-                        store=store, sku=sku, linked=True, available=True, price_fen=None,
-                        updated_at=now, updated_by=actor,
+        linked = dict(
+            (
+                await session.execute(
+                    select(CatalogStoreItem.sku, CatalogStoreItem.linked).where(
+                        CatalogStoreItem.store == store, CatalogStoreItem.sku.in_(part)
                     )
-                )  # fmt: skip
-                changed += 1
-            elif not row.linked:
-                row.linked, row.updated_at, row.updated_by = True, now, actor
-                changed += 1
-    await session.flush()
+                )
+            ).all()
+        )
+        fresh = [sku for sku in part if not linked.get(sku, False)]
+        if not fresh:
+            continue
+        rows = [
+            {"store": store, "sku": sku, "linked": True, "available": True, "price_fen": None,
+             "updated_at": now, "updated_by": actor}
+            for sku in fresh
+        ]  # fmt: skip
+        stmt = insert(CatalogStoreItem).values(rows)
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store", "sku"],
+                set_={"linked": True, "updated_at": stmt.excluded.updated_at, "updated_by": actor},
+            )
+        )
+        changed += len(fresh)
     return changed
 
 
@@ -154,12 +168,20 @@ class StoreItemView:
 
 
 async def store_items_page(
-    session: AsyncSession, store: str, *, linked: bool | None = None, limit: int = 100, offset: int = 0
+    session: AsyncSession,
+    store: str,
+    *,
+    linked: bool | None = None,
+    sku: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[StoreItemView], bool]:
     """Catalog products with this store's link, availability and price, by SKU."""
     await _require_store(session, store)
     join = and_(CatalogStoreItem.store == store, CatalogStoreItem.sku == CatalogProduct.sku)
     query = select(CatalogProduct, CatalogStoreItem).outerjoin(CatalogStoreItem, join)
+    if sku is not None:
+        query = query.where(CatalogProduct.sku == sku)
     if linked is True:
         query = query.where(CatalogStoreItem.linked.is_(True))
     elif linked is False:

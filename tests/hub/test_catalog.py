@@ -4,6 +4,7 @@ availability and prices; the store snapshot the edge accepts; import with a repo
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 
@@ -361,3 +362,32 @@ def test_cli_imports_with_progress_exports_and_publishes(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit):
         cli.main(["catalog", "publish"])
     assert "no store links any products" in capsys.readouterr().err
+
+
+async def test_concurrent_saves_claiming_one_barcode_and_concurrent_link_alls(db):
+    """Two head-office users at once: one barcode ends with one SKU, the other gets a clear
+    refusal (not a database error); linking the same products twice at once links them once."""
+
+    async def claim(sku: str) -> str:
+        try:
+            await _save(db, [ProductIn(sku=sku, name=sku, price_fen=100, barcodes=[COLA])])
+        except CatalogError as err:
+            return f"refused: {err}"
+        return "saved"
+
+    results = await asyncio.gather(*(claim(f"SKU-{n}") for n in range(6)))
+    assert sorted(results)[-1] == "saved"
+    assert [r for r in results if r == "saved"] == ["saved"], results
+    assert all("already belongs" in r or "changed while saving" in r for r in results if r != "saved")
+    async with db.session() as session:
+        assert (await resolve_barcode(session, COLA))[0] in {f"SKU-{n}" for n in range(6)}
+
+    async def link_all() -> int:
+        async with db.session() as session, session.begin():
+            return await link_products(session, "shop-1", None, actor="user:boss")
+
+    counts = await asyncio.gather(*(link_all() for _ in range(4)))
+    assert max(counts) >= 1
+    async with db.session() as session:
+        body = await store_catalog_body(session, "shop-1")
+    assert len(body["products"]) == 1
