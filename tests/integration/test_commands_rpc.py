@@ -79,7 +79,7 @@ async def _end_to_end(tmp_path, database_url, broker):
                 ) as r:
                     live = (await r.json())["id"]
                 assert await _until_state(hub, live, within=5) == "done"
-                async with http.post(f"{base}/commands", json={"type": "transfer.ship", "body": {}}) as r:
+                async with http.post(f"{base}/commands", json={"type": "shelf.teleport", "body": {}}) as r:
                     unknown = (await r.json())["id"]
                 assert await _until_state(hub, unknown, within=5) == "failed"
                 async with http.get(f"{base}/commands/{unknown}") as r:
