@@ -91,7 +91,7 @@ async def _send(db: Database, store: str, seq: int, kind: str, body: dict, *, ep
 
 
 async def _sell(
-    db: Database, seq: int, sku: str, qty: str, closed_at: datetime, store: str = "shop-1"
+    db: Database, seq: int, sku: str, qty: str, closed_at: datetime, *, store: str = "shop-1"
 ) -> None:
     doc = {
         "id": str(uuid.uuid4()),
@@ -236,7 +236,9 @@ async def test_counts_arrive_as_store_events_in_parts_in_any_order_and_replays_c
     await _send(db, "shop-2", 1, "stocktake.counted", {**part(1, []), "report_id": "x:1"})
     async with db.session() as session:
         row = await session.get(StockReport, "x:1")
-    assert row is not None and row.outcome == "refused" and "not a count of this store" in row.detail
+    assert row is not None
+    assert row.outcome == "refused"
+    assert "not a count of this store" in row.detail
 
 
 async def test_posting_waits_for_every_counted_line_uncounted_are_skipped_or_zero(db):
@@ -307,7 +309,8 @@ async def test_stores_ship_and_receive_transfers_by_scanning(db):
         transfer_id = view.transfer.id
         await approve(session, transfer_id, actor="user:boss")
     task = (await _commands(db, "shop-1", "transfer.ship"))[0]
-    assert task["transfer_id"] == transfer_id and task["lines"] == [
+    assert task["transfer_id"] == transfer_id
+    assert task["lines"] == [
         {"sku": "CAKE", "qty": "2"},
         {"sku": "COLA", "qty": "10"},
     ]
@@ -328,7 +331,9 @@ async def test_stores_ship_and_receive_transfers_by_scanning(db):
     await _send(db, "shop-2", 1, "transfer.received", over)
     async with db.session() as session:
         row = await session.get(StockReport, "r-0")
-    assert row is not None and row.outcome == "refused" and "only 8 is in transit" in row.detail
+    assert row is not None
+    assert row.outcome == "refused"
+    assert "only 8 is in transit" in row.detail
     assert await _on_hand(db, "shop-2", "COLA") == 0
     # partial receipt, then the rest with one broken
     part = {"report_id": "r-1", "transfer_id": transfer_id, "lines": [{"sku": "COLA", "qty": "5"}]}
@@ -345,12 +350,15 @@ async def test_stores_ship_and_receive_transfers_by_scanning(db):
         assert (await load_transfer(session, transfer_id)).transfer.state == "received"
         shipped_from_3 = await session.get(StockReport, "s-1")
     assert await _on_hand(db, "shop-2", "COLA") == 7_000
-    assert shipped_from_3 is not None and shipped_from_3.outcome == "applied"
+    assert shipped_from_3 is not None
+    assert shipped_from_3.outcome == "applied"
     # a store that is not the source cannot ship it
     await _send(db, "shop-3", 1, "transfer.shipped", {**ship, "report_id": "s-9"})
     async with db.session() as session:
         row = await session.get(StockReport, "s-9")
-    assert row is not None and row.outcome == "refused" and "not one this store ships" in row.detail
+    assert row is not None
+    assert row.outcome == "refused"
+    assert "not one this store ships" in row.detail
 
 
 # --------------------------------------------------------------------------- HTTP API
