@@ -24,6 +24,7 @@ from hub.appointments_setup import (
     ServiceTerms,
     add_resource,
     add_shift,
+    in_transaction,
     list_resources,
     list_services,
     list_shifts,
@@ -34,6 +35,7 @@ from hub.appointments_setup import (
 )
 from hub.appointments_views import appointment_json, availability, class_json, day_appointments, day_classes
 from hub.appointments_visits import check_in, mark_no_show, notify
+from hub.db import AsyncSession
 from protocol import PROBLEM_JSON
 from protocol.timeutil import UtcDatetime
 
@@ -244,12 +246,15 @@ async def post_class(request: web.Request) -> web.Response:
     """Schedule a group class session."""
     store = _store(request, "appointments.write")
     body = await read_body(request, ClassIn)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        row = await create_class(
+            session, store, body.service, body.starts_at, resources=body.resources, actor=actor(request)
+        )
+        return class_json(row, 0)
+
     try:
-        async with request.app[DB].session() as session, session.begin():
-            row = await create_class(
-                session, store, body.service, body.starts_at, resources=body.resources, actor=actor(request)
-            )
-            answer = class_json(row, 0)
+        answer = await in_transaction(request.app[DB], work)
     except SlotTaken as err:
         return _conflict(err, request.path)
     return web.json_response(answer, status=201)
@@ -270,28 +275,31 @@ async def post_booking(request: web.Request) -> web.Response:
     """Book a member (one-to-one, or a seat in a class); 409 with `next_free` when the slot is taken."""
     store = _store(request, "appointments.write")
     body = await read_body(request, BookingIn)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        if body.class_id is not None:
+            appt = await book_class(session, body.class_id, body.member_id, actor=actor(request))
+            if appt.store != store:
+                raise bad_query(f"class {body.class_id} is at store '{appt.store}'")
+        else:
+            assert body.service is not None  # noqa: S101 - checked by the model
+            assert body.starts_at is not None  # noqa: S101
+            appt = await book(
+                session,
+                store,
+                body.service,
+                body.member_id,
+                body.starts_at,
+                resources=body.resources,
+                plan_id=body.plan_id,
+                note=body.note,
+                actor=actor(request),
+            )
+        await notify(session, appt, f"appointment.{appt.status}", appt.status)
+        return appointment_json(appt)
+
     try:
-        async with request.app[DB].session() as session, session.begin():
-            if body.class_id is not None:
-                appt = await book_class(session, body.class_id, body.member_id, actor=actor(request))
-                if appt.store != store:
-                    raise bad_query(f"class {body.class_id} is at store '{appt.store}'")
-            else:
-                assert body.service is not None  # noqa: S101 - checked by the model
-                assert body.starts_at is not None  # noqa: S101
-                appt = await book(
-                    session,
-                    store,
-                    body.service,
-                    body.member_id,
-                    body.starts_at,
-                    resources=body.resources,
-                    plan_id=body.plan_id,
-                    note=body.note,
-                    actor=actor(request),
-                )
-            await notify(session, appt, f"appointment.{appt.status}", appt.status)
-            answer = appointment_json(appt)
+        answer = await in_transaction(request.app[DB], work)
     except SlotTaken as err:
         return _conflict(err, request.path)
     return web.json_response(answer, status=201)
@@ -309,7 +317,7 @@ async def get_bookings(request: web.Request) -> web.Response:
     )
 
 
-async def _for_appointment(request: web.Request, permission: str, session: Any) -> str:
+async def _for_appointment(request: web.Request, permission: str, session: AsyncSession) -> str:
     appt = await get_appointment(session, request.match_info["appointment_id"])
     principal(request).require(permission, store=appt.store)
     return appt.id
@@ -326,14 +334,17 @@ async def get_booking(request: web.Request) -> web.Response:
 async def post_reschedule(request: web.Request) -> web.Response:
     """Move a booking; 409 with `next_free` when the new slot is taken (the booking stays as it was)."""
     body = await read_body(request, RescheduleIn)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        appointment_id = await _for_appointment(request, "appointments.write", session)
+        appt = await reschedule(
+            session, appointment_id, body.starts_at, resources=body.resources, actor=actor(request)
+        )
+        await notify(session, appt, "appointment.rescheduled", f"moved:{appt.version}")
+        return appointment_json(appt)
+
     try:
-        async with request.app[DB].session() as session, session.begin():
-            appointment_id = await _for_appointment(request, "appointments.write", session)
-            appt = await reschedule(
-                session, appointment_id, body.starts_at, resources=body.resources, actor=actor(request)
-            )
-            await notify(session, appt, "appointment.rescheduled", f"moved:{appt.version}")
-            answer = appointment_json(appt)
+        answer = await in_transaction(request.app[DB], work)
     except SlotTaken as err:
         return _conflict(err, request.path)
     return web.json_response(answer)
@@ -342,33 +353,38 @@ async def post_reschedule(request: web.Request) -> web.Response:
 async def post_cancel(request: web.Request) -> web.Response:
     """Cancel; a freed class seat goes to the first on the waitlist (who is told by SMS)."""
     body = await read_body(request, CancelIn)
-    async with request.app[DB].session() as session, session.begin():
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
         appointment_id = await _for_appointment(request, "appointments.write", session)
         appt, promoted = await cancel(
             session, appointment_id, reason=body.reason, late=body.late, actor=actor(request)
         )
         if promoted is not None:
             await notify(session, promoted, "appointment.promoted", "promoted")
-        answer = appointment_json(appt)
-        answer["promoted"] = promoted.id if promoted is not None else None
-    return web.json_response(answer)
+        return appointment_json(appt) | {"promoted": promoted.id if promoted is not None else None}
+
+    return web.json_response(await in_transaction(request.app[DB], work))
 
 
 async def post_check_in(request: web.Request) -> web.Response:
     """Check the member in, taking a punch-card use if one covers the service."""
     body = await read_body(request, CheckInIn) if request.can_read_body else CheckInIn()
-    async with request.app[DB].session() as session, session.begin():
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
         appointment_id = await _for_appointment(request, "appointments.write", session)
-        answer = await check_in(session, appointment_id, use_pass=body.use_pass, actor=actor(request))
-    return web.json_response(answer)
+        return await check_in(session, appointment_id, use_pass=body.use_pass, actor=actor(request))
+
+    return web.json_response(await in_transaction(request.app[DB], work))
 
 
 async def post_no_show(request: web.Request) -> web.Response:
     """Mark a booking as a no-show (after its start)."""
-    async with request.app[DB].session() as session, session.begin():
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
         appointment_id = await _for_appointment(request, "appointments.write", session)
-        answer = appointment_json(await mark_no_show(session, appointment_id, actor=actor(request)))
-    return web.json_response(answer)
+        return appointment_json(await mark_no_show(session, appointment_id, actor=actor(request)))
+
+    return web.json_response(await in_transaction(request.app[DB], work))
 
 
 def add_routes(app: web.Application) -> None:

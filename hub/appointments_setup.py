@@ -6,16 +6,20 @@ in UTC; an end at or before the start means the shift runs past midnight.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from hub.appointment_tables import ApptResource, ApptService, ApptShift, ResourceKind
-from hub.db import AsyncSession
+from hub.db import AsyncSession, Database
 from hub.errors import HubError, NotFound
 from hub.models import Store
 from protocol.ids import new_id
@@ -27,6 +31,7 @@ __all__ = [
     "add_resource",
     "add_shift",
     "get_service",
+    "in_transaction",
     "list_resources",
     "list_services",
     "list_shifts",
@@ -38,9 +43,11 @@ __all__ = [
     "store_zone",
 ]
 
+T = TypeVar("T")
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 _TAG = re.compile(r"^[\w-]{1,32}$")
 MAX_SHIFT_HOURS = 16
+_LOCK_ATTEMPTS = 6
 
 
 class AppointmentError(HubError):
@@ -65,6 +72,24 @@ class ServiceTerms:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def in_transaction(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one transaction; on SQLite, retry it when the write lock wait timed out.
+
+    SQLite lets one writer in at a time and gives up after its busy timeout; a burst of
+    bookings can exceed that. The failed transaction wrote nothing, so it is run again
+    (a few times, with a jittered pause). PostgreSQL waits on row locks and never needs it.
+    """
+    for attempt in range(1, _LOCK_ATTEMPTS + 1):
+        try:
+            async with db.session() as session, session.begin():
+                return await work(session)
+        except OperationalError as err:
+            if "database is locked" not in str(err) or attempt == _LOCK_ATTEMPTS:
+                raise
+            await asyncio.sleep(random.uniform(0.01, 0.1) * attempt)  # noqa: S311 - jitter, not secrecy
+    raise AssertionError("unreachable")
 
 
 async def store_zone(session: AsyncSession, store: str) -> ZoneInfo:
