@@ -9,13 +9,24 @@ explains the order of application, stacking, floors and rounding.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time
-from fractions import Fraction
 
-from protocol.money import allocate, apply_basis_points, format_yuan, mul_fraction, round_half_up
+from protocol.money import allocate, format_yuan, mul_fraction
+from protocol.promotion_kinds import (
+    Index,
+    Line,
+    Outcome,
+    bundle,
+    buy_x_get_y,
+    gift,
+    headroom,
+    line_rule,
+    nth_item,
+    open_to,
+    order_rule,
+)
 from protocol.promotion_rules import (
-    BASIS_POINTS,
     AppliedRule,
     BundleRule,
     BuyXGetYRule,
@@ -31,7 +42,6 @@ from protocol.promotion_rules import (
     PromotionResult,
     Rule,
     RuleSet,
-    Scope,
     ThresholdRule,
     TimeWindow,
 )
@@ -53,72 +63,6 @@ _STAGE = {
     "every_threshold": 2,
     "gift": 3,
 }
-
-
-@dataclass(slots=True)
-class _Line:
-    src: CartLine
-    base: int
-    cost_total: int | None
-    units: int | None  # whole pieces; None for a weighed line, which unit rules skip
-    net: int
-    allocations: list[LineAllocation] = field(default_factory=list)
-    groups: set[str] = field(default_factory=set)
-    touched: bool = False
-    locked: bool = False
-
-    def unit_key(self) -> int:
-        """Orders lines by the net price of one unit (units of a line share its net equally).
-
-        net / units scaled by 10**8 and floored: two different unit prices of lines of at
-        most 9999 units differ by at least 1/10**8, so the order is exact, in ints.
-        """
-        return self.net * 10**8 // (self.units or 1)
-
-
-@dataclass(slots=True)
-class _Outcome:
-    amounts: dict[int, int]
-    applications: int
-    covered: list[int]
-    gifts: list[Gift] = field(default_factory=list)
-
-    @property
-    def saving(self) -> int:
-        return sum(self.amounts.values())
-
-    @property
-    def value(self) -> int:
-        """What the customer gets: the saving plus what the gifts are worth."""
-        return self.saving + sum(g.value_fen * g.qty for g in self.gifts)
-
-
-class _Index:
-    """Lines by sku and category, so a rule on three SKUs does not scan fifty lines."""
-
-    def __init__(self, lines: list[_Line]) -> None:
-        self.all = list(range(len(lines)))
-        self.by_sku: dict[str, list[int]] = {}
-        self.by_category: dict[str, list[int]] = {}
-        for index, line in enumerate(lines):
-            self.by_sku.setdefault(line.src.sku, []).append(index)
-            if line.src.category:
-                self.by_category.setdefault(line.src.category, []).append(index)
-
-    def in_scope(self, scope: Scope, lines: list[_Line]) -> list[int]:
-        if not scope.skus and not scope.categories:
-            found: Iterable[int] = self.all
-        else:
-            hits: set[int] = set()
-            for sku in scope.skus:
-                hits.update(self.by_sku.get(sku, ()))
-            for category in scope.categories:
-                hits.update(self.by_category.get(category, ()))
-            found = sorted(hits)
-        if scope.exclude_skus:
-            excluded = set(scope.exclude_skus)
-            return [i for i in found if lines[i].src.sku not in excluded]
-        return list(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,238 +121,27 @@ def _live(rule: Rule, cart: Cart, clock: _Clock) -> bool:
     return _in_window(rule.window, clock)
 
 
-def _open_to(rule: Rule, line: _Line) -> bool:
-    """Whether stacking and stock let the rule touch this line now."""
-    if line.locked or (rule.group is not None and rule.group in line.groups):
-        return False
-    if not rule.stackable and line.touched:
-        return False
-    low, high = rule.stock_at_least_milli, rule.stock_below_milli
-    if low is not None or high is not None:
-        stock = line.src.stock_milli
-        if stock is None or (low is not None and stock < low) or (high is not None and stock >= high):
-            return False
-    return True
-
-
-def _headroom(rule: Rule, line: _Line) -> int:
-    """How much more the rule may take off the line: down to its cost, or to zero if allowed."""
-    floor = 0 if rule.allow_below_cost or line.cost_total is None else line.cost_total
-    return max(0, line.net - floor)
-
-
-def _per_line(rule: Rule, line: _Line, cart: Cart) -> int:
-    """What a per-line rule would take off the line's current net total."""
-    qty = line.src.qty
-    match rule.kind:
-        case "percent_off":
-            return apply_basis_points(line.net, rule.off_bp)
-        case "amount_off":
-            return mul_fraction(rule.amount_fen, qty)
-        case "fixed_price":
-            return line.net - mul_fraction(rule.price_fen, qty)
-        case "member_price":
-            price = rule.prices.get(cart.member_level or "")
-            return 0 if price is None else line.net - mul_fraction(price, qty)
-        case "near_expiry":
-            if line.src.expires_on is None:
-                return 0
-            days = (line.src.expires_on - cart.local_time.date()).days
-            tiers = [t for t in rule.tiers if 0 <= days <= t.within_days]
-            if not tiers:  # not near enough, or already expired (never sold at a markdown)
-                return 0
-            nearest = min(tiers, key=lambda t: t.within_days)
-            return apply_basis_points(line.net, nearest.off_bp)
-    raise AssertionError(f"{rule.kind} is not a per-line rule")
-
-
-def _line_rule(rule: Rule, lines: list[_Line], eligible: list[int], cart: Cart) -> _Outcome:
-    amounts: dict[int, int] = {}
-    applications = 0
-    remaining = rule.max_applications
-    for index in eligible:
-        line = lines[index]
-        amount = _per_line(rule, line, cart)
-        if amount <= 0:
-            continue
-        units = line.units or 1
-        if remaining is not None:
-            if remaining <= 0:
-                break
-            taken = min(units, remaining)
-            # Only part of the line's units may take the price: that share of the saving.
-            amount = round_half_up(amount * taken, units)
-            remaining -= taken
-            units = taken
-        amounts[index] = amount
-        applications += units
-    return _Outcome(amounts, applications, list(amounts))
-
-
-def _pick_units(lines: list[_Line], pool: list[int], count: int, *, cheapest: bool) -> dict[int, int]:
-    """Choose `count` units from the lines in pool, cheapest (or dearest) unit price first."""
-    order = sorted(
-        pool,
-        key=lambda i: (lines[i].unit_key() if cheapest else -lines[i].unit_key(), i),
-    )
-    chosen: dict[int, int] = {}
-    for index in order:
-        if count <= 0:
-            break
-        take = min(count, lines[index].units or 0)
-        if take:
-            chosen[index] = take
-            count -= take
-    return chosen
-
-
-def _discount_units(lines: list[_Line], chosen: dict[int, int], off_bp: int) -> dict[int, int]:
-    # Units of one line share its net total equally; rounding once per line.
-    return {
-        i: round_half_up(lines[i].net * k * off_bp, (lines[i].units or 1) * BASIS_POINTS)
-        for i, k in chosen.items()
-    }
-
-
-def _units(lines: list[_Line], pool: list[int]) -> int:
-    return sum(lines[i].units or 0 for i in pool)
-
-
-def _nth_item(rule: NthItemRule, lines: list[_Line], eligible: list[int]) -> _Outcome:
-    pool = [i for i in eligible if lines[i].units]
-    count = _units(lines, pool) // rule.n
-    if rule.max_applications is not None:
-        count = min(count, rule.max_applications)
-    chosen = _pick_units(lines, pool, count, cheapest=rule.pick == "cheapest")
-    return _Outcome(_discount_units(lines, chosen, rule.off_bp), count, list(chosen))
-
-
-def _buy_x_get_y(rule: BuyXGetYRule, lines: list[_Line], eligible: list[int], index: _Index) -> _Outcome:
-    pool = [i for i in eligible if lines[i].units]
-    if rule.reward_scope is None:
-        sets = _units(lines, pool) // (rule.buy_qty + rule.get_qty)
-        rewards = pool
-    else:
-        sets = _units(lines, pool) // rule.buy_qty
-        triggers = set(pool)
-        rewards = [
-            i
-            for i in index.in_scope(rule.reward_scope, lines)
-            if i not in triggers and lines[i].units and _open_to(rule, lines[i])
-        ]
-        sets = min(sets, -(-_units(lines, rewards) // rule.get_qty))
-    if rule.max_applications is not None:
-        sets = min(sets, rule.max_applications)
-    chosen = _pick_units(lines, rewards, sets * rule.get_qty, cheapest=True)
-    return _Outcome(_discount_units(lines, chosen, rule.off_bp), sets, list(chosen))
-
-
-def _bundle(rule: BundleRule, lines: list[_Line], index: _Index) -> _Outcome:
-    by_sku: dict[str, list[int]] = {}
-    for item in rule.items:
-        by_sku[item.sku] = [
-            i for i in index.by_sku.get(item.sku, ()) if lines[i].units and _open_to(rule, lines[i])
-        ]
-    sets = min(_units(lines, by_sku[item.sku]) // item.qty for item in rule.items)
-    if rule.max_applications is not None:
-        sets = min(sets, rule.max_applications)
-    if sets == 0:
-        return _Outcome({}, 0, [])
-    chosen: dict[int, int] = {}
-    for item in rule.items:
-        need = item.qty * sets
-        for i in by_sku[item.sku]:  # same SKU, so cart order is as good as any
-            take = min(need, lines[i].units or 0)
-            if take:
-                chosen[i] = take
-                need -= take
-    weights = {i: round_half_up(lines[i].net * k, lines[i].units or 1) for i, k in sorted(chosen.items())}
-    value = sum((Fraction(lines[i].net * k, lines[i].units or 1) for i, k in chosen.items()), Fraction(0))
-    saving = round_half_up(value.numerator, value.denominator) - sets * rule.price_fen
-    if saving <= 0:
-        return _Outcome({}, 0, [])
-    parts = allocate(saving, list(weights.values()))
-    return _Outcome(dict(zip(weights, parts, strict=True)), sets, list(weights))
-
-
-def _spread(rule: Rule, lines: list[_Line], eligible: list[int], amount: int) -> dict[int, int]:
-    """Spread an order-level amount over the lines in proportion to their totals, within floors.
-
-    A line whose share would take it below its floor gives only its room above the floor,
-    and what it could not take is spread over the other lines the same way.
-    """
-    free = [i for i in eligible if lines[i].net > 0]
-    room = {i: _headroom(rule, lines[i]) for i in free}
-    amount = min(amount, sum(room.values()))
-    shares: dict[int, int] = {}
-    while free and amount > 0:
-        parts = dict(zip(free, allocate(amount, [lines[i].net for i in free]), strict=True))
-        full = [i for i in free if parts[i] > room[i]]
-        if not full:
-            shares.update(parts)
-            break
-        for i in full:
-            shares[i] = room[i]
-            amount -= room[i]
-        free = [i for i in free if i not in full]
-    return {i: shares[i] for i in sorted(shares) if shares[i] > 0}
-
-
-def _order_rule(
-    rule: ThresholdRule | EveryThresholdRule, lines: list[_Line], eligible: list[int]
-) -> _Outcome:
-    base = sum(lines[i].net for i in eligible)
-    steps = base // rule.threshold_fen
-    if isinstance(rule, ThresholdRule):
-        steps = min(steps, 1)
-    if rule.max_applications is not None:
-        steps = min(steps, rule.max_applications)
-    amounts = _spread(rule, lines, eligible, steps * rule.amount_fen)
-    return _Outcome(amounts, steps if amounts else 0, list(amounts))
-
-
-def _gift(rule: GiftRule, lines: list[_Line], eligible: list[int]) -> _Outcome:
-    base = sum(lines[i].net for i in eligible)
-    qty = sum((lines[i].src.qty for i in eligible), Fraction(0))
-    if not eligible or base < rule.threshold_fen or qty < rule.min_qty:
-        return _Outcome({}, 0, [])
-    times = base // rule.threshold_fen if rule.repeat else 1
-    if rule.max_applications is not None:
-        times = min(times, rule.max_applications)
-    gift = Gift.model_construct(
-        rule_id=rule.id,
-        rule_name=rule.name,
-        sku=rule.gift_sku,
-        name=rule.gift_name,
-        qty=rule.gift_qty * times,
-        value_fen=rule.gift_value_fen,
-    )
-    return _Outcome({}, times, list(eligible), [gift])
-
-
 def _outcome(
-    rule: Rule, lines: list[_Line], cart: Cart, index: _Index, skip: frozenset[int] = frozenset()
-) -> _Outcome:
+    rule: Rule, lines: list[Line], cart: Cart, index: Index, skip: frozenset[int] = frozenset()
+) -> Outcome:
     """What the rule would do to the cart as it stands, after floors and its own cap."""
     if isinstance(rule, BundleRule):
-        outcome = _bundle(rule, lines, index)
+        outcome = bundle(rule, lines, index)
     else:
-        eligible = [
-            i for i in index.in_scope(rule.scope, lines) if i not in skip and _open_to(rule, lines[i])
-        ]
+        eligible = [i for i in index.in_scope(rule.scope, lines) if i not in skip and open_to(rule, lines[i])]
         if not eligible:
-            return _Outcome({}, 0, [])
+            return Outcome({}, 0, [])
         if isinstance(rule, NthItemRule):
-            outcome = _nth_item(rule, lines, eligible)
+            outcome = nth_item(rule, lines, eligible)
         elif isinstance(rule, BuyXGetYRule):
-            outcome = _buy_x_get_y(rule, lines, eligible, index)
+            outcome = buy_x_get_y(rule, lines, eligible, index)
         elif isinstance(rule, ThresholdRule | EveryThresholdRule):
-            outcome = _order_rule(rule, lines, eligible)
+            outcome = order_rule(rule, lines, eligible)
         elif isinstance(rule, GiftRule):
-            return _gift(rule, lines, eligible)
+            return gift(rule, lines, eligible)
         else:
-            outcome = _line_rule(rule, lines, eligible, cart)
-    amounts = {i: min(a, _headroom(rule, lines[i])) for i, a in outcome.amounts.items()}
+            outcome = line_rule(rule, lines, eligible, cart)
+    amounts = {i: min(a, headroom(rule, lines[i])) for i, a in outcome.amounts.items()}
     amounts = {i: a for i, a in amounts.items() if a > 0}
     cap = rule.max_discount_fen
     if cap is not None and sum(amounts.values()) > cap:
@@ -416,10 +149,10 @@ def _outcome(
         parts = allocate(cap, [amounts[i] for i in keys])  # each part stays within its amount
         amounts = {i: p for i, p in zip(keys, parts, strict=True) if p > 0}
     applications = outcome.applications if amounts else 0
-    return _Outcome(amounts, applications, outcome.covered)
+    return Outcome(amounts, applications, outcome.covered)
 
 
-def _apply(rule: Rule, outcome: _Outcome, lines: list[_Line]) -> AppliedRule:
+def _apply(rule: Rule, outcome: Outcome, lines: list[Line]) -> AppliedRule:
     for i, amount in outcome.amounts.items():
         line = lines[i]
         line.net -= amount
@@ -442,7 +175,7 @@ def _apply(rule: Rule, outcome: _Outcome, lines: list[_Line]) -> AppliedRule:
     )
 
 
-def _reach(rule: Rule, lines: list[_Line], index: _Index) -> set[int]:
+def _reach(rule: Rule, lines: list[Line], index: Index) -> set[int]:
     """The lines whose state the rule's outcome depends on."""
     if isinstance(rule, BundleRule):
         return {i for item in rule.items for i in index.by_sku.get(item.sku, ())}
@@ -453,8 +186,8 @@ def _reach(rule: Rule, lines: list[_Line], index: _Index) -> set[int]:
 
 
 def _decide_group(
-    candidates: list[Rule], lines: list[_Line], cart: Cart, index: _Index
-) -> Iterable[tuple[Rule, _Outcome]]:
+    candidates: list[Rule], lines: list[Line], cart: Cart, index: Index
+) -> Iterable[tuple[Rule, Outcome]]:
     """Apply a group's rules best-for-customer first, each on the lines still free of the group.
 
     Yields each rule to apply with its outcome; the caller applies it before the next.
@@ -499,14 +232,14 @@ def _decide_group(
         stale.update(m for m in outcomes if reach[m] & changed)
 
 
-def _new_line(src: CartLine) -> _Line:
+def _new_line(src: CartLine) -> Line:
     base = src.total_fen if src.total_fen is not None else mul_fraction(src.unit_price_fen, src.qty)
     cost = mul_fraction(src.cost_fen, src.qty) if src.cost_fen is not None else None
     units = src.qty.numerator if src.qty.denominator == 1 else None
-    return _Line(src=src, base=base, cost_total=cost, units=units, net=base)
+    return Line(src=src, base=base, cost_total=cost, units=units, net=base)
 
 
-def _explain(line: _Line) -> str:
+def _explain(line: Line) -> str:
     return "; ".join(f"{a.name} {format_yuan(-a.amount_fen)}" for a in line.allocations)
 
 
@@ -524,7 +257,7 @@ def evaluate(rules: RuleSet, cart: Cart) -> PromotionResult:
     if not isinstance(cart, Cart):
         raise TypeError(f"cart must be a Cart, not {type(cart).__name__}")
     lines = [_new_line(src) for src in cart.lines]
-    index = _Index(lines)
+    index = Index(lines)
     clock = _Clock.of(cart)
     live = [r for r in (*rules.rules, *cart.coupons) if _live(r, cart, clock)]
     live.sort(key=lambda r: (-r.priority, _STAGE[r.kind], r.id, r.code or ""))
