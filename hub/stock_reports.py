@@ -30,7 +30,7 @@ from hub.commands import add_command
 from hub.db import AsyncSession
 from hub.errors import HubError
 from hub.stock import StockError, parse_qty
-from hub.stocktake_tables import StockReport, Stocktake
+from hub.stocktake_tables import StockReport, Stocktake, StocktakeState
 from hub.stocktakes import CountIn, record_counts, submit_stocktake
 from hub.transfers import ReceiptLineIn, receive, ship
 from hub.transfers_tables import DiscrepancyKind, Transfer
@@ -115,7 +115,7 @@ async def _counted(session: AsyncSession, store: str, body: _Counted) -> tuple[s
     if row is None or row.store != store:
         raise StockError(f"stocktake {body.stocktake_id} is not a count of this store")
     counts = [CountIn(x.sku, x.qty, x.counted_at) for x in body.lines]
-    await record_counts(session, body.stocktake_id, counts, actor=_actor(store, body.staff))
+    row = await record_counts(session, body.stocktake_id, counts, actor=_actor(store, body.staff))
     submission = body.report_id.rsplit(":", 1)[0]
     arrived = await session.scalar(
         select(func.count())
@@ -125,7 +125,8 @@ async def _counted(session: AsyncSession, store: str, body: _Counted) -> tuple[s
         )
     )
     # This part's own row is added after it applies, so it is not counted yet.
-    if (arrived or 0) + 1 >= body.parts:
+    # Head office may have submitted it already: then the counts are simply recorded.
+    if (arrived or 0) + 1 >= body.parts and row.state == StocktakeState.COUNTING.value:
         await submit_stocktake(session, body.stocktake_id, lines=body.total_lines)
         return body.stocktake_id, f"counts recorded; the store's count is complete ({body.total_lines} SKUs)"
     return body.stocktake_id, f"counts recorded (part {body.part} of {body.parts})"
