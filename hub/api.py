@@ -251,9 +251,11 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     app.router.add_get("/api/v1/stores", stores)
     from hub import (  # noqa: PLC0415 - they import helpers from this module
         api_appointments,
+        api_campaigns,
         api_catalog,
         api_commands,
         api_coupons,
+        api_group_buy,
         api_jobs,
         api_loyalty,
         api_members,
@@ -284,5 +286,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_appointments.add_routes(app)
     api_replenishment.add_routes(app)
     api_purchasing.add_routes(app)
+    api_campaigns.add_routes(app)
+    api_group_buy.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app

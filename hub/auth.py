@@ -104,6 +104,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "promotions.write": frozenset({Role.OWNER, Role.MARKETING}),
     "coupons.read": frozenset(Role),
     "coupons.write": frozenset({Role.OWNER, Role.MARKETING}),
+    # campaigns and group buys (拼团): marketing and the owner author; whoever takes a payment records a join
+    "campaigns.read": frozenset(Role),
+    "campaigns.write": frozenset({Role.OWNER, Role.MARKETING}),
+    "group_buy.read": frozenset(Role),
+    "group_buy.write": frozenset({Role.OWNER, Role.MARKETING}),
+    "group_buy.join": frozenset({Role.OWNER, Role.MARKETING, Role.REGIONAL, Role.STORE_MANAGER}),
 }
 
 

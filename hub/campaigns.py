@@ -47,6 +47,7 @@ from protocol import new_id
 __all__ = [
     "MAX_AUDIENCE",
     "Audience",
+    "AudienceError",
     "CampaignError",
     "CampaignIn",
     "audience_members",
@@ -67,6 +68,14 @@ _STORE = r"^[a-z0-9][a-z0-9-]{0,31}$"
 
 class CampaignError(HubError):
     """A campaign request was refused; nothing was written."""
+
+
+class AudienceError(CampaignError):
+    """An audience names something the chain does not have; `field` is its path in the request."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 class _In(BaseModel):
@@ -198,7 +207,7 @@ async def _conditions(session: AsyncSession, audience: Audience, day: date) -> l
         )
         missing = [t for t in audience.tags if t not in known]
         if missing:
-            raise CampaignError(f"audience.tags: no tag {missing[0]!r}")
+            raise AudienceError("audience.tags", f"no tag {missing[0]!r}")
         conditions.append(
             Member.id.in_(select(MemberTagLink.member_id).where(MemberTagLink.tag_code.in_(audience.tags)))
         )
@@ -212,13 +221,13 @@ async def _conditions(session: AsyncSession, audience: Audience, day: date) -> l
                 for code in audience.levels
             ]
         except (UnknownLevel, UnknownTag) as err:
-            raise CampaignError(f"audience.levels: {err}") from None
+            raise AudienceError("audience.levels", str(err)) from None
         conditions.append(or_(*(Member.id.in_(q) for q in subqueries)))
     if audience.segments:
         try:
             names = [check_segment(s) for s in audience.segments]
         except UnknownSegment as err:
-            raise CampaignError(f"audience.segments: {err}") from None
+            raise AudienceError("audience.segments", str(err)) from None
         conditions.append(
             Member.id.in_(select(MemberSegment.member_id).where(MemberSegment.segment.in_(names)))
         )

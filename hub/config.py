@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from hub.messaging_settings import MessagingSettings
 from protocol.settings import LogLevel, StorelinkSettings
 from protocol.timeutil import DEFAULT_TIMEZONE
 
@@ -134,6 +135,7 @@ class HubSettings(StorelinkSettings):
     login_window_s: int = Field(300, ge=10)
     log_level: LogLevel = "INFO"
     jobs: JobsSettings = JobsSettings()
+    messaging: MessagingSettings = MessagingSettings()  # outbox worker, SMS sender (docs/marketing.md)
 
     @field_validator("database_url")
     @classmethod

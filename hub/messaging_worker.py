@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -28,12 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.db import AsyncSession, Database
 from hub.members import Member
-from hub.messaging import OutgoingMessage, Sender, SendFailed, is_unsubscribed
+from hub.messaging import LogSender, OutgoingMessage, Sender, SendFailed, is_unsubscribed
+from hub.messaging_settings import MessagingSettings
 from hub.messaging_tables import Category, Message, MessageState
 from protocol import Backoff
 from protocol.aio import cancel_and_wait
 
-__all__ = ["OutboxPolicy", "OutboxWorker", "PassResult", "Tick", "send_due"]
+__all__ = ["OutboxPolicy", "OutboxWorker", "PassResult", "Tick", "build_outbox", "send_due"]
 
 log = logging.getLogger(__name__)
 _MAX_MERGE_HOPS = 5
@@ -295,8 +297,14 @@ class OutboxWorker:
         self.ticks, self.interval_s = tuple(ticks), interval_s
         self.passes = 0
         self._task: asyncio.Task[None] | None = None
+        self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> OutboxWorker:
+        for (
+            sender
+        ) in self.senders.values():  # a sender holding a connection (Aliyun's HTTP session) opens here
+            if isinstance(sender, AbstractAsyncContextManager):
+                await self._stack.enter_async_context(sender)
         log.info(
             "outbox worker: channels %s, every %g s",
             ", ".join(sorted(self.senders)) or "none",
@@ -308,7 +316,10 @@ class OutboxWorker:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await cancel_and_wait(self._task, log)
+        try:
+            await cancel_and_wait(self._task, log)
+        finally:
+            await self._stack.aclose()
 
     async def run_once(self) -> PassResult:
         """One pass: every tick, then send batches until none is full."""
@@ -345,3 +356,23 @@ class OutboxWorker:
             backoff = Backoff(self.interval_s, max(self.interval_s, 300.0))
             self.passes += 1
             await asyncio.sleep(self.interval_s)
+
+
+def build_outbox(db: Database, settings: MessagingSettings) -> OutboxWorker:
+    """The hub service's worker: the configured SMS sender and caps, campaign releases, group-buy expiry."""
+    from hub.campaigns import release_due  # noqa: PLC0415 - campaigns and group buys enqueue through this package
+    from hub.group_buy import expire_due  # noqa: PLC0415
+
+    sender: Sender
+    if settings.sms_sender == "aliyun" and settings.aliyun is not None:
+        from hub.sms_aliyun import AliyunSmsSender  # noqa: PLC0415 - only when configured
+
+        sender = AliyunSmsSender(settings.aliyun)
+    else:
+        sender = LogSender()
+    policy = OutboxPolicy(
+        marketing_cap=settings.marketing_cap, cap_days=settings.cap_days, max_attempts=settings.max_attempts
+    )
+    return OutboxWorker(
+        db, {"sms": sender}, policy=policy, ticks=(release_due, expire_due), interval_s=settings.interval_s
+    )

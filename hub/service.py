@@ -14,6 +14,7 @@ from hub.broker import HUB_USERNAME, EmbeddedBroker
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.link import BrokerLink, MqttTarget
+from hub.messaging_worker import build_outbox
 from hub.scheduler import Clock, Scheduler
 from hub.stores import check_store_password
 
@@ -39,6 +40,8 @@ class Hub:
         self.http_port: int | None = None
         # Checked here, so a typo in jobs.disabled stops the start instead of a job silently running.
         self.scheduler = Scheduler(self.db, settings.jobs, clock=clock) if settings.jobs.enabled else None
+        # Campaign releases, group-buy expiry and message sending (hub.messaging_worker).
+        self.outbox = build_outbox(self.db, settings.messaging) if settings.messaging.enabled else None
 
     @property
     def mqtt_port(self) -> int:
@@ -80,6 +83,8 @@ class Hub:
             self.http_port = runner.addresses[0][1]
             if self.scheduler is not None:  # last in, first out: stopped before the API and the database
                 await self._stack.enter_async_context(self.scheduler)
+            if self.outbox is not None:
+                await self._stack.enter_async_context(self.outbox)
         except BaseException:
             await self._stack.aclose()
             raise
