@@ -25,15 +25,13 @@ from hub.catalog import (
     MAX_PRICE_FEN,
     InvalidProducts,
     ProductIn,
-    add_category,
     category_path,
-    delete_category,
     get_product,
-    list_categories,
     product_json,
     products_page,
     save_products,
 )
+from hub.catalog_categories import add_category, delete_category, list_categories
 from hub.catalog_io import BadCatalogFile, export_catalog, import_catalog
 from hub.catalog_stores import (
     link_products,

@@ -32,12 +32,9 @@ __all__ = [
     "ProductIn",
     "ProductView",
     "UnitIn",
-    "add_category",
     "barcode_key",
     "category_path",
-    "delete_category",
     "get_product",
-    "list_categories",
     "load_products",
     "product_json",
     "products_page",
@@ -177,67 +174,6 @@ def category_path(path: str) -> str:
         if len(name) > 40 or _printable(name) != name:
             raise ValueError(f"category name {name!r} must be 1-40 printable characters")
     return "/".join(names)
-
-
-# --------------------------------------------------------------------------- categories
-
-
-async def add_category(session: AsyncSession, path: str) -> tuple[CatalogCategory, bool]:
-    """The category at `path`, created with any missing parents; and whether it was new."""
-    path = category_path(path)
-    names = path.split("/")
-    parent: CatalogCategory | None = None
-    created = False
-    for depth in range(1, len(names) + 1):
-        sub = "/".join(names[:depth])
-        row = await session.scalar(select(CatalogCategory).where(CatalogCategory.path == sub))
-        if row is None:
-            row = CatalogCategory(
-                parent_id=parent.id if parent else None,
-                name=names[depth - 1],
-                path=sub,
-                created_at=datetime.now(UTC),
-            )
-            session.add(row)
-            await session.flush()
-            created = True
-        parent = row
-    assert parent is not None  # noqa: S101 - a path has at least one name
-    return parent, created
-
-
-async def list_categories(session: AsyncSession) -> list[dict[str, Any]]:
-    """Every category with its direct product count, parents before children."""
-    counts = dict(
-        (
-            await session.execute(
-                select(CatalogProduct.category_id, func.count()).group_by(CatalogProduct.category_id)
-            )
-        ).all()
-    )
-    rows = (await session.scalars(select(CatalogCategory).order_by(CatalogCategory.path))).all()
-    return [
-        {
-            "id": r.id,
-            "path": r.path,
-            "name": r.name,
-            "parent_id": r.parent_id,
-            "products": counts.get(r.id, 0),
-        }
-        for r in rows
-    ]
-
-
-async def delete_category(session: AsyncSession, path: str) -> None:
-    """Remove an empty category (no products, no children)."""
-    row = await session.scalar(select(CatalogCategory).where(CatalogCategory.path == category_path(path)))
-    if row is None:
-        raise NotFound(f"no category {path!r}")
-    if await session.scalar(select(CatalogCategory.id).where(CatalogCategory.parent_id == row.id).limit(1)):
-        raise CatalogError(f"category {row.path!r} has sub-categories; remove or move them first")
-    if await session.scalar(select(CatalogProduct.sku).where(CatalogProduct.category_id == row.id).limit(1)):
-        raise CatalogError(f"category {row.path!r} still has products; move them to another category first")
-    await session.delete(row)
 
 
 # --------------------------------------------------------------------------- products

@@ -32,12 +32,12 @@ from hub.catalog import (
     CatalogError,
     Issue,
     ProductIn,
-    add_category,
     check_products,
     load_products,
     product_json,
     save_products,
 )
+from hub.catalog_categories import add_category
 from hub.catalog_tables import CatalogProduct
 from hub.db import Database
 

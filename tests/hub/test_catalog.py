@@ -17,8 +17,6 @@ from hub.catalog import (
     CatalogError,
     InvalidProducts,
     ProductIn,
-    add_category,
-    delete_category,
     get_product,
     product_json,
     products_page,
@@ -26,6 +24,7 @@ from hub.catalog import (
     save_products,
     to_base_milli,
 )
+from hub.catalog_categories import add_category, delete_category
 from hub.catalog_io import BadCatalogFile, export_catalog, import_catalog
 from hub.catalog_stores import link_products, set_store_item, store_catalog_body, unlink_products
 from hub.catalog_tables import CatalogProduct

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from hub import auth
-from hub.catalog import ProductIn, add_category, save_products
+from hub.catalog import ProductIn, save_products
+from hub.catalog_categories import add_category
 from hub.db import Database, migrate
 from hub.ingest import ingest_batch
 from hub.stock import level
