@@ -23,6 +23,7 @@ import aiohttp
 from hub import auth
 from hub.broker import free_port, port_in_use
 from hub.config import BrokerSettings, HubSettings
+from hub.demo_appointments import appointments_banner, setup_demo_appointments
 from hub.demo_catalog import STORE_B, setup_demo_catalog
 from hub.errors import HubError, NotFound
 from hub.loyalty_rules import LevelsConfig, PointsRules, load_levels, save_setting
@@ -186,6 +187,7 @@ async def _start_store(
     password, token = await _demo_owner(hub)
     await _demo_loyalty(hub)
     await setup_demo_catalog(hub.db, DEMO_STORE, hub.link)
+    beauty = await setup_demo_appointments(hub.db)
     edge_port = _port(8700)
     edge_toml = state / "edge.toml"
     toml = _edge_toml(mqtt_port, creds.password, edge_port, state / "edge")
@@ -202,6 +204,7 @@ async def _start_store(
         "mqtt_port": mqtt_port,
         "demo_pid": os.getpid(),
         "store_b": STORE_B,
+        **beauty,
     }
     demo_json = cwd / "storelink-demo.json"
     staff_pin = f"{secrets.randbelow(10**6):06d}"
@@ -249,6 +252,7 @@ async def _start_store(
         flush=True,
     )
     _catalog_banner(hub_url, token)
+    appointments_banner(hub_url, token, beauty)
     return edge
 
 

@@ -221,6 +221,35 @@ def _catalog_price_and_transfer(info: dict[str, Any]) -> None:
     assert there["level"]["on_hand"] == "42"  # 48 opening stock, 6 sent
 
 
+def _epoch(rfc3339: str) -> float:
+    from datetime import datetime  # noqa: PLC0415 - only this step reads timestamps
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def _book_and_check_in(info: dict[str, Any]) -> None:
+    """What docs/appointments.md shows: free slots at the beauty store, a booking, check-in on the card."""
+    hub, token = info["hub_url"] + "/api/v1", info["hub_token"]
+    store = f"{hub}/stores/{info['beauty_store']}"
+    day = info["beauty_example_start"][:10]
+    status, _, free = _get(f"{store}/availability?service={info['beauty_service']}&day={day}", token)
+    assert status == 200, free
+    soon = time.time() + 300  # a slot a few minutes ahead, so it is still ahead when booked
+    starts = [s["starts_at"] for s in free["slots"] if _epoch(s["starts_at"]) > soon]
+    assert starts, f"the demo therapist has no free slot today: {free}"
+    booking = {
+        "service": info["beauty_service"],
+        "member_id": info["beauty_member_id"],
+        "starts_at": starts[0],
+    }
+    appt = _post(f"{store}/appointments", token, booking)
+    assert appt["status"] == "booked"
+    visit = _post(f"{hub}/appointments/{appt['id']}/check-in", token, {})
+    assert visit["appointment"]["status"] == "checked_in"
+    assert visit["to_pay_fen"] == 0
+    assert visit["pass_use"]["remaining"] == 9
+
+
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
     hub_cmd = shutil.which("storelink-hub", path=str(Path(sys.executable).parent))
     assert hub_cmd, "storelink-hub console script is not installed in this environment"
@@ -262,6 +291,7 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         _member_flow(info)
         _printed(tmp_path / "storelink-demo" / "edge.toml")
         _catalog_price_and_transfer(info)
+        _book_and_check_in(info)
     finally:
         demo.send_signal(signal.SIGINT)
         try:
