@@ -3,12 +3,14 @@
 Head office authors three promotions and publishes them; the till prices a cart with the
 snapshot it received, and the hub's preview of the same cart comes to the same fen, line by
 line. A coupon issued to a member is redeemed at the till (the order reprices), paid,
-synced, counted in the coupon's statistics, and refused on a second order.
+synced, counted in the coupon's statistics, and refused on a second order. A promotion
+published before it starts applies at its start at a till that has lost the hub meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -159,3 +161,47 @@ async def test_the_hub_preview_and_the_till_agree_and_a_coupon_is_used_once(
                 )
                 assert status == 409, body
                 assert "already used at store shop-1" in body["detail"]
+
+
+async def test_a_published_promotion_that_starts_later_applies_at_a_till_that_went_offline(
+    tmp_path, database_url, mosquitto_factory
+):
+    """The rule set holds future promotions; the till switches at the start by its own clock."""
+    mosq = mosquitto_factory(secure=True)
+    mqtt = {"host": "127.0.0.1", "port": mosq.port, "username": mosq.hub_user, "password": mosq.hub_password}
+    setup = BrokerSetup("mosquitto", {"mqtt": mqtt}, mosq)
+    async with running_hub(hub_settings(tmp_path, database_url, setup)) as hub:
+        creds = await add_store(hub.db, "shop-1")
+        await setup.register("shop-1", creds.password)
+        base = f"http://127.0.0.1:{hub.http_port}/api/v1"
+        headers = {"Authorization": f"Bearer {await _hub_token(hub)}"}
+        async with aiohttp.ClientSession(headers=headers) as office, aiohttp.ClientSession() as http:
+            starts = utcnow() + timedelta(seconds=10)  # room for a slow machine to connect first
+            rule = {
+                "kind": "percent_off",
+                "name": "晚市饮料8折",
+                "off_bp": 2000,
+                "scope": {"categories": ["饮料"]},
+                "window": {"starts_at": starts.isoformat()},
+            }
+            status, body = await _hub(office, "POST", f"{base}/promotions", {"rule": rule})
+            assert status == 201, body
+            async with _edge(tmp_path, mosq.port, creds.password) as daemon:
+                async with asyncio.timeout(10):
+                    await daemon.link.connected.wait()
+                status, published = await _hub(office, "POST", f"{base}/promotions/publish", {})
+                assert (status, published["stores"]["shop-1"]["rules"]) == (201, 1)
+                await _promotions_applied(daemon, published["stores"]["shop-1"]["version"])
+                till = await _till(http, daemon)
+                order = await till.add((await till.open_order())["id"], sku="DRK-002", qty="1")
+                assert (order["total_fen"], order["promotions"]) == (300, [])  # not started yet
+
+                mosq.stop()  # the store loses the hub before the promotion starts
+                async with asyncio.timeout(10):
+                    while daemon.link.connected.is_set():
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(max(0.0, (starts - utcnow()).total_seconds()) + 0.2)
+                order = await till.add(order["id"], sku="DRK-002", qty="1")
+                assert not daemon.link.connected.is_set()
+                assert order["total_fen"] == 480  # 2 x ¥3.00 at 20 % off
+                assert [p["name"] for p in order["promotions"]] == ["晚市饮料8折"]
