@@ -328,14 +328,6 @@ async def publish(db: Database, *, actor: str, stores: Sequence[str] | None = No
         if missing:
             raise NotFound(f"unknown store(s): {', '.join(missing)}")
         active = await _active_rules(session)
-        publication = PromotionPublication(
-            published_by=actor,
-            published_at=now,
-            promotions={r.id: None for r in active},
-            stores={},
-        )
-        session.add(publication)
-        await session.flush()
         versions = dict(
             (
                 await session.execute(
@@ -345,7 +337,14 @@ async def publish(db: Database, *, actor: str, stores: Sequence[str] | None = No
                 )
             ).all()
         )
-        publication.promotions = {pid: versions.get(pid) for pid in publication.promotions}
+        publication = PromotionPublication(
+            published_by=actor,
+            published_at=now,
+            promotions={r.id: versions.get(r.id) for r in active},
+            stores={},
+        )
+        session.add(publication)
+        await session.flush()
         bodies = {
             store: RuleSet(
                 version=publication.id,

@@ -18,6 +18,7 @@ from hub.api import make_app
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.models import StoreSnapshot
+from hub.promotion_tables import PromotionPublication
 from hub.promotions import rule_set_for
 from hub.stores import add_store
 from protocol.promotion_rules import Cart, RuleSet
@@ -233,6 +234,15 @@ async def test_publish_gives_each_store_the_rules_in_its_scope_including_future_
     assert {r.id for r in shop1.rules} == {everywhere["id"], later["id"]}
     assert {r.id for r in shop2.rules} == {everywhere["id"], only_two["id"], later["id"]}
     assert ended["id"] not in {r.id for r in shop2.rules}
+    async with db.session() as session:
+        record = await session.get(PromotionPublication, published["rule_set_version"])
+    assert record is not None
+    assert record.published_by == "user:mia"
+    assert record.promotions == {p["id"]: 1 for p in (everywhere, only_two, later, ended)}
+    assert record.stores["shop-1"] == {
+        "snapshot_version": 1,
+        "rules": sorted([everywhere["id"], later["id"]]),
+    }
     # publishing again is the next version of each store's snapshot
     resp = await client.post("/api/v1/promotions/publish", json={"stores": ["shop-1"]}, headers=mia)
     assert (await resp.json())["stores"] == {"shop-1": {"version": 2, "rules": 2, "sent": False}}
