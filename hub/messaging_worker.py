@@ -360,6 +360,7 @@ class OutboxWorker:
 
 def build_outbox(db: Database, settings: MessagingSettings) -> OutboxWorker:
     """The hub service's worker: the configured SMS sender and caps, campaign releases, group-buy expiry."""
+    from hub.appointments_visits import appointments_tick  # noqa: PLC0415 - no-shows, booking reminders
     from hub.campaigns import release_due  # noqa: PLC0415 - campaigns and group buys enqueue through this package
     from hub.group_buy import expire_due  # noqa: PLC0415
 
@@ -374,5 +375,9 @@ def build_outbox(db: Database, settings: MessagingSettings) -> OutboxWorker:
         marketing_cap=settings.marketing_cap, cap_days=settings.cap_days, max_attempts=settings.max_attempts
     )
     return OutboxWorker(
-        db, {"sms": sender}, policy=policy, ticks=(release_due, expire_due), interval_s=settings.interval_s
+        db,
+        {"sms": sender},
+        policy=policy,
+        ticks=(release_due, expire_due, appointments_tick),
+        interval_s=settings.interval_s,
     )

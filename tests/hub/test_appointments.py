@@ -7,6 +7,7 @@ check-in taking a punch-card use, no-shows by hand and by the sweep, reminders i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,7 +26,10 @@ from hub.appointments_visits import check_in, mark_no_show, sweep
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.members import MemberFields, create_member
+from hub.messaging import LogSender
+from hub.messaging_settings import MessagingSettings
 from hub.messaging_tables import Message
+from hub.messaging_worker import build_outbox
 from hub.passes import ProductSpec, create_product, issue_manual
 from hub.stores import add_store
 
@@ -87,9 +91,11 @@ async def shop(db):
     return ids
 
 
-async def _book(db: Database, shop: dict[str, str], start: datetime, **kw) -> Appointment:
+async def _book(
+    db: Database, shop: dict[str, str], start: datetime, now: datetime = NOW, **kw
+) -> Appointment:
     async with db.session() as session, session.begin():
-        return await book(session, "beauty-1", "FACIAL", shop["member"], start, actor="user:t", now=NOW, **kw)
+        return await book(session, "beauty-1", "FACIAL", shop["member"], start, actor="user:t", now=now, **kw)
 
 
 async def test_booking_holds_staff_and_room_with_buffer_and_lists_next_free(db, shop):
@@ -336,3 +342,33 @@ async def test_no_show_by_hand_and_by_sweep_and_reminders_once(db, shop):
     assert status == "no_show"
     assert [m.template for m in messages] == ["appointment.reminder"]
     assert messages[0].params["starts_local"] == "2031-03-10 15:00"
+
+
+async def test_the_hub_outbox_worker_marks_no_shows_and_sends_reminders(db, shop):
+    """The service's worker runs the sweep as a tick: a booking that ended an hour ago becomes a no-show."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    gone, soon = now - timedelta(hours=2), now + timedelta(hours=3)
+    async with db.session() as session, session.begin():
+        for start in (gone, soon):
+            day = start.astimezone(SH).date()
+            with contextlib.suppress(AppointmentError):  # shifts of one day are added once
+                await add_shift(session, shop["Li"], day, time(0), time(16), actor="u")
+                await add_shift(session, shop["Li"], day, time(16), time(0), actor="u")
+    past = await _book(db, shop, gone, resources=[shop["Li"]], now=gone - timedelta(days=1))
+    coming = await _book(db, shop, soon, resources=[shop["Li"]], now=soon - timedelta(days=1))
+    worker = build_outbox(db, MessagingSettings(interval_s=0.5))
+    async with worker:
+        for _ in range(100):
+            async with db.session() as session:
+                status = await session.scalar(select(Appointment.status).where(Appointment.id == past.id))
+                reminded = await session.scalar(
+                    select(Appointment.reminded).where(Appointment.id == coming.id)
+                )
+            if status == "no_show" and reminded and worker.senders["sms"].sent:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.1)
+    assert status == "no_show"
+    assert reminded
+    sent = worker.senders["sms"]
+    assert isinstance(sent, LogSender)
+    assert [m.template for m in sent.sent] == ["appointment.reminder"]
