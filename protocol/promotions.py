@@ -193,7 +193,7 @@ def _decide_group(
     Yields each rule to apply with its outcome; the caller applies it before the next.
     Only rules reading a line the last one changed are evaluated again.
     """
-    reach = [_reach(rule, lines, index) for rule in candidates]
+    reach: dict[int, set[int]] = {}  # filled on demand: most candidates never need it
     outcomes = {n: _outcome(rule, lines, cart, index) for n, rule in enumerate(candidates)}
     # An outcome can only shrink as the group takes lines and nets fall, so one computed
     # before the last change is an upper bound: it is refreshed only when it comes out best.
@@ -229,7 +229,11 @@ def _decide_group(
             continue
         yield best, outcome
         changed = set(outcome.covered if outcome.gifts else outcome.amounts)
-        stale.update(m for m in outcomes if reach[m] & changed)
+        for m in outcomes:
+            if m not in reach:
+                reach[m] = _reach(candidates[m], lines, index)
+            if reach[m] & changed:
+                stale.add(m)
 
 
 def _new_line(src: CartLine) -> Line:
