@@ -81,6 +81,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "shift.close": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER}),
     "receipt.reprint": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER}),
     "devices.test": frozenset({_R.OWNER, _R.MANAGER}),
+    "tables.layout": frozenset({_R.OWNER, _R.MANAGER}),  # the floor plan (edge/tables.py)
     "stock.count": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER, _R.WAITER}),
     "stock.transfer": frozenset({_R.OWNER, _R.MANAGER, _R.CASHIER}),
 }

@@ -341,6 +341,7 @@ def make_app(
         api_members,
         api_queue,
         api_stock,
+        api_tables,
         api_till,
     )
 
@@ -372,4 +373,5 @@ def make_app(
     api_kds.add_routes(app)
     api_queue.add_routes(app)
     api_appointments.add_routes(app)
+    api_tables.add_routes(app)
     return app

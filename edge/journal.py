@@ -220,6 +220,38 @@ _MIGRATIONS: list[str] = [
     ) STRICT;
     CREATE TABLE blocked_skus (sku TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL) STRICT;
     """,
+    # tables: floor plan, seatings (a party at one or more tables) and their bills (edge/tables.py)
+    """
+    CREATE TABLE floor_areas (id TEXT PRIMARY KEY, name TEXT NOT NULL, position INTEGER NOT NULL) STRICT;
+    CREATE TABLE floor_tables (
+        id TEXT PRIMARY KEY,
+        area_id TEXT NOT NULL REFERENCES floor_areas (id),
+        name TEXT NOT NULL,
+        seats INTEGER NOT NULL CHECK (seats BETWEEN 1 AND 99),
+        position INTEGER NOT NULL,
+        active INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE seatings (
+        id TEXT PRIMARY KEY,
+        party_size INTEGER NOT NULL,
+        seated_at TEXT NOT NULL,
+        opened_by TEXT NOT NULL,
+        bill_requested_at TEXT,
+        closed_at TEXT,
+        closed_reason TEXT
+    ) STRICT;
+    CREATE TABLE seated_tables (
+        table_id TEXT PRIMARY KEY REFERENCES floor_tables (id),
+        seating_id TEXT NOT NULL REFERENCES seatings (id)
+    ) STRICT;
+    CREATE TABLE seating_orders (
+        order_id TEXT PRIMARY KEY REFERENCES orders (id),
+        seating_id TEXT NOT NULL REFERENCES seatings (id),
+        role TEXT NOT NULL CHECK (role IN ('main', 'part', 'merged')),
+        even_parts INTEGER
+    ) STRICT;
+    CREATE INDEX seating_orders_by_seating ON seating_orders (seating_id);
+    """,
 ]
 
 

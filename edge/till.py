@@ -42,7 +42,18 @@ from edge.stock_tasks import refuse_blocked
 from protocol import business_day, new_id
 from protocol.promotion_rules import Rule
 
-__all__ = ["OFFLINE_PREFIX", "Idempotency", "QueuePrint", "Reply", "Till", "load_order", "write_audit"]
+__all__ = [
+    "OFFLINE_PREFIX",
+    "Change",
+    "Idempotency",
+    "QueuePrint",
+    "Reply",
+    "Till",
+    "load_order",
+    "new_order",
+    "save_order",
+    "write_audit",
+]
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,35 @@ def write_audit(
         "INSERT INTO audit (ts, staff_id, action, order_id, detail) VALUES (?, ?, ?, ?, ?)",
         (_now().isoformat(), staff_id, action, order_id, detail),
     )
+
+
+def save_order(conn: sqlite3.Connection, order: Order, now: datetime) -> str:
+    """Save an order another part changed (tables: splits, merges) in the caller's transaction."""
+    return _save_order(conn, order, now)
+
+
+def new_order(
+    conn: sqlite3.Connection, settings: EdgeSettings, staff_id: str, now: datetime, *, note: str = ""
+) -> Order:
+    """Number (per business day) and save a new open order in the caller's transaction."""
+    day = business_day(now, ZoneInfo(settings.timezone), settings.cutover_hour)
+    number = conn.execute(
+        "INSERT INTO day_counters (business_day, last_number) VALUES (?, 1)"
+        " ON CONFLICT (business_day) DO UPDATE SET last_number = last_number + 1"
+        " RETURNING last_number",
+        (day.isoformat(),),
+    ).fetchone()[0]
+    order = Order(
+        id=str(new_id()),
+        store=settings.store,
+        number=number,
+        business_day=day,
+        opened_at=now,
+        opened_by=staff_id,
+        note=note,
+    )
+    _save_order(conn, order, now)
+    return order
 
 
 OFFLINE_PREFIX = "offline:"  # reference of a stored-value tender taken while the hub was away
@@ -207,6 +247,19 @@ class Till:
             return Reply(status, {"order": order.model_dump(mode="json")})
 
         return await self._run(work, idem, durable=durable)
+
+    async def change(
+        self,
+        order_id: str,
+        rule: Callable[[sqlite3.Connection, Order, datetime], Order],
+        idem: Idempotency | None,
+        *,
+        after: Callable[[sqlite3.Connection, Change], None] | None = None,
+        status: int = 200,
+        durable: bool = False,
+    ) -> Reply:
+        """Run another part's order change (tables: rounds, merges) exactly as the till's own run."""
+        return await self._change(order_id, rule, idem, after=after, status=status, durable=durable)
 
     async def command(self, work: Callable[[sqlite3.Connection], Reply], idem: Idempotency | None) -> Reply:
         """Run another part's command (kitchen, queue) as one transaction with the till's idempotency."""
