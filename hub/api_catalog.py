@@ -203,7 +203,8 @@ async def put_product(request: web.Request) -> web.Response:
                 errors=[FieldError(field="sku", message=detail)],
             )
         )
-    raw.pop("updated_at", None)  # a GET's answer can be sent back as it is
+    for key in ("updated_at", "updated_by"):
+        raw.pop(key, None)  # a GET's answer can be sent back as it is
     try:
         item = ProductIn.model_validate(raw)
     except ValidationError as err:

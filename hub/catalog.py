@@ -320,7 +320,7 @@ async def save_products(session: AsyncSession, items: list[ProductIn], *, actor:
     now = datetime.now(UTC)
     skus = [item.sku for item in items]
     existing = {row[0] for row in await _in_chunks(session, CatalogProduct.sku, skus, CatalogProduct.sku)}
-    rows = [_product_row(item, categories, now) for item in items]
+    rows = [_product_row(item, categories, now) | {"updated_by": actor[:80]} for item in items]
     try:
         new = [r for r in rows if r["sku"] not in existing]
         old = [{k: v for k, v in r.items() if k != "created_at"} for r in rows if r["sku"] in existing]
@@ -348,7 +348,6 @@ async def save_products(session: AsyncSession, items: list[ProductIn], *, actor:
         raise CatalogError(
             f"the catalog changed while saving ({err.orig}); nothing was saved, try again"
         ) from err
-    del actor  # who changed a product is not kept yet; the store items record it
     return len(items)
 
 
@@ -472,6 +471,7 @@ def product_json(view: ProductView) -> dict[str, Any]:
             for unit, milli in sorted(view.units.items())
         ],
         "updated_at": p.updated_at.isoformat(),
+        "updated_by": p.updated_by,
     }
 
 

@@ -53,6 +53,7 @@ class CatalogProduct(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(80))
 
 
 class CatalogUnit(Base):

@@ -97,6 +97,7 @@ async def test_head_office_builds_the_catalog_and_a_store_links_and_publishes(cl
         await client.put("/api/v1/catalog/products/DRK-002", json=COLA_BODY, headers=boss), 201
     )
     assert created["units"] == [{"unit": "箱", "qty": "24", "barcodes": [COLA_CASE]}]
+    assert created["updated_by"] == "user:boss"
     # a GET's answer goes back as it is
     again = await _ok(await client.put("/api/v1/catalog/products/DRK-002", json=created, headers=boss))
     assert again["barcodes"] == [COLA]

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_by", sa.String(80), nullable=False),
     )
     op.create_index("ix_catalog_products_category", "catalog_products", ["category_id", "sku"])
     op.create_index("ix_catalog_products_variant_of", "catalog_products", ["variant_of"])
