@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from math import ceil
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -142,13 +141,18 @@ class Suggestion:
     in_transit_milli: int
     on_order_milli: int
     sold_milli: int
-    velocity: Fraction  # thousandths per day
+    window_days: int
     safety_milli: int
     min_milli: int
     max_milli: int
     need_milli: int = 0
     transfers: list[tuple[str, int]] = field(default_factory=list)  # (from store, qty)
     buy_milli: int = 0
+
+    @property
+    def velocity(self) -> Fraction:
+        """Thousandths sold per day over the window."""
+        return Fraction(self.sold_milli, self.window_days)
 
     @property
     def position_milli(self) -> int:
@@ -161,16 +165,16 @@ class Suggestion:
         return self.on_hand_milli < self.safety_milli
 
 
-def _levels(rule: ReplenishmentRule, velocity: Fraction) -> tuple[int, int, int]:
-    """(safety, min, max) of a rule at a velocity."""
+def _levels(rule: ReplenishmentRule, sold: int, window_days: int) -> tuple[int, int, int]:
+    """(safety, min, max) of a rule when `sold` went in `window_days`: ⌈sold × days / window⌉ in integers."""
     if rule.cover_days is None:
         low, high = rule.min_milli or 0, rule.max_milli or 0
         return low, low, high
     base = rule.lead_time_days + rule.safety_days
     return (
-        ceil(velocity * rule.safety_days),
-        ceil(velocity * base),
-        ceil(velocity * (base + rule.cover_days)),
+        -(-sold * rule.safety_days // window_days),
+        -(-sold * base // window_days),
+        -(-sold * (base + rule.cover_days) // window_days),
     )
 
 
@@ -253,7 +257,7 @@ async def _surplus(
         rule = rules.get((donor, sku)) or rules.get((donor, DEFAULT_RULE))
         if rule is None:
             continue
-        _, _, high = _levels(rule, Fraction(sold.get((donor, sku), 0), window_days))
+        _, _, high = _levels(rule, sold.get((donor, sku), 0), window_days)
         if on_hand > high:
             found.setdefault(sku, []).append((donor, on_hand - high))
     for offers in found.values():
@@ -293,25 +297,27 @@ async def replenishment_list(
     on_order = await _on_order(session, store)
     lines = []
     for sku, rule in sorted(chosen.items()):
-        velocity = Fraction(sold.get((store, sku), 0), window_days)
-        safety, low, high = _levels(rule, velocity)
+        sold_milli = sold.get((store, sku), 0)
+        safety, low, high = _levels(rule, sold_milli, window_days)
         on_hand, transit = levels.get(sku, (0, 0))
-        line = Suggestion(
-            store,
-            sku,
-            on_hand,
-            transit,
-            on_order.get(sku, 0),
-            sold.get((store, sku), 0),
-            velocity,
-            safety,
-            low,
-            high,
-        )
-        if line.position_milli <= low and high > line.position_milli:
-            line.need_milli = high - line.position_milli
-        if line.need_milli or everything:
-            lines.append(line)
+        position = on_hand + transit + on_order.get(sku, 0)
+        need = high - position if position <= low and high > position else 0
+        if need or everything:
+            lines.append(
+                Suggestion(
+                    store,
+                    sku,
+                    on_hand,
+                    transit,
+                    on_order.get(sku, 0),
+                    sold_milli,
+                    window_days,
+                    safety,
+                    low,
+                    high,
+                    need,
+                )
+            )
     wanting = [line for line in lines if line.need_milli]
     offers = await _surplus(session, store, [x.sku for x in wanting], since, window_days) if transfers else {}
     for line in wanting:
