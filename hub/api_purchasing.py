@@ -37,16 +37,14 @@ from hub.purchasing import (
     list_suppliers,
     load_po,
     load_supplier,
-    po_json,
-    quote_json,
     rating,
     send_po,
-    supplier_json,
     update_supplier,
 )
 from hub.purchasing_export import po_csv, po_text, po_xlsx
 from hub.purchasing_receipts import ReceiptLine, cost_of, receive_po
 from hub.purchasing_tables import PoState
+from hub.purchasing_views import po_json, quote_json, supplier_json
 from hub.stock import format_milli
 
 __all__ = ["add_routes"]

@@ -12,7 +12,8 @@ from decimal import Decimal
 
 from openpyxl import Workbook
 
-from hub.purchasing import PoView, line_total_fen
+from hub.purchasing import PoView
+from hub.purchasing_views import line_total_fen
 from hub.stock import format_milli
 
 __all__ = ["po_csv", "po_text", "po_xlsx", "yuan"]
