@@ -34,6 +34,7 @@ from edge.orders import Order
 from edge.print_queue import Job, PrintWorker, Renderer, enqueue, recent_jobs
 from edge.receipt import receipt
 from edge.shifts import load_shift
+from edge.tables import tables_of_order
 from edge.till import load_order
 from protocol.aio import cancel_and_wait
 
@@ -183,7 +184,8 @@ class DeviceManager:
         sent = json.loads(row[0]) if row else {}
         if lines is None or (not lines and not sent):
             return []
-        round_ = kitchen_tickets(lines, sent, order_number=f"{order.number:04d}", at=self._now())
+        table = ", ".join(tables_of_order(conn, order_id)) or None  # 桌号 on a table's tickets
+        round_ = kitchen_tickets(lines, sent, order_number=f"{order.number:04d}", at=self._now(), table=table)
         with_pickup = kds.kitchen_order(
             conn, order_id, pickup=pickup, default=self._settings.kds.pickup_on_pay
         )

@@ -187,6 +187,7 @@ async def test_open_add_rounds_and_each_round_reaches_the_kitchen_once(restauran
     printed = ["\n".join(job) for job in bar.jobs]
     assert "拿铁 中杯 x2" in printed[0]
     assert "加 1 拿铁 中杯" in printed[1]
+    assert all("桌号 A1" in ticket for ticket in printed)  # the runner knows where it goes
 
     # Holding a dish that is already cooking is refused, and the whole round with it.
     status, body = await api.call(
@@ -201,6 +202,19 @@ async def test_open_add_rounds_and_each_round_reaches_the_kitchen_once(restauran
     assert status == 404, body
 
 
+async def test_many_phones_seating_the_same_table_at_once_seat_one_party(restaurant):
+    api, _ = restaurant
+    replies = await asyncio.gather(
+        *(api.call("POST", "/api/v1/tables/A3/open", {"party_size": n}) for n in range(1, 11))
+    )
+    assert sorted(status for status, _ in replies) == [201] + [409] * 9
+    table = await _table(api, "A3")
+    assert len(table["bills"]) == 1
+    won = next(body for status, body in replies if status == 201)
+    assert table["party_size"] == won["table"]["party_size"]
+    assert table["bills"][0]["order_id"] == won["order"]["id"]
+
+
 async def _next_table_event(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     async with asyncio.timeout(5):
         while True:
@@ -210,7 +224,7 @@ async def _next_table_event(ws: aiohttp.ClientWebSocketResponse) -> dict[str, An
 
 
 async def test_a_transfer_moves_the_party_and_nothing_else(restaurant):
-    api, _ = restaurant
+    api, bar = restaurant
     opened = await _ok(api, "POST", "/api/v1/tables/A1/open", {"party_size": 2}, 201)
     await _round(api, "A1", {"sku": "COF-AME"}, {"sku": "BAK-002"})
     await _ok(api, "POST", "/api/v1/tables/A3/open", {"party_size": 2}, 201)
@@ -232,6 +246,8 @@ async def test_a_transfer_moves_the_party_and_nothing_else(restaurant):
     reply = await _round(api, "A2", {"sku": "COF-AME"})
     assert reply["order"]["id"] == before.id
     assert [t["changes"] for t in reply["tickets"]] == [["changed"]]
+    await bar.wait_for(lambda p: len(p.jobs) >= 2, within=10)
+    assert "桌号 A2" in "\n".join(bar.jobs[-1])
 
 
 async def test_a_merge_combines_the_bills_and_the_kitchen_never_hears_twice(restaurant):
@@ -353,7 +369,11 @@ async def test_an_even_split_is_exact_and_its_parts_are_paid_one_by_one(restaura
     parts = (await _table(api, "A2"))["bills"][0]["parts"]
     assert [(p["paid_fen"], p["due_fen"]) for p in parts] == [(1233, 0), (0, 1234), (0, 1233)]
     await _ok(api, "POST", path, {"method": "cash", "amount_fen": 2000}, 201)
-    await _ok(api, "POST", path, {"method": "alipay", "amount_fen": 467, "reference": "ali-3"}, 201)
+    async with api.http.ws_connect(f"{api.base}/api/v1/events?token={api.token}") as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        await _ok(api, "POST", path, {"method": "alipay", "amount_fen": 467, "reference": "ali-3"}, 201)
+        pushed = await _next_table_event(ws)  # a payment through the till's route moves the table too
+        assert (pushed["id"], pushed["status"]) == ("A2", "free")
     order = await api.daemon.till.get_order(bill["id"])
     assert order.status == "paid"
     assert [t.amount_fen for t in order.tenders] == [1233, 1234 + 766, 467]
