@@ -45,6 +45,7 @@ from edge.events import Event
 from edge.journal import append_event
 from edge.orders import Order, OrderLine, add_line
 from edge.stock_tasks import refuse_blocked
+from edge.table_views import table_view, tables_view
 from edge.till import Change, Idempotency, Reply, Till
 from protocol.pricing import Quantity
 
@@ -160,9 +161,7 @@ def _sub(idem: Idempotency | None, step: str) -> Idempotency | None:
 
 async def _push(request: web.Request, *table_ids: str) -> dict[str, dict[str, Any]]:
     now = _now()
-    views = await request.app[JOURNAL].read(
-        lambda conn: {t: tables.table_view(conn, t, now) for t in table_ids}
-    )
+    views = await request.app[JOURNAL].read(lambda conn: {t: table_view(conn, t, now) for t in table_ids})
     for view in views.values():
         request.app[BUS].publish(Event("table.updated", view))
     return views
@@ -218,7 +217,7 @@ async def list_tables(request: web.Request) -> web.Response:
     """Every table at a glance: status, party, minutes seated, what is due."""
     area = request.query.get("area")
     now = _now()
-    items = await request.app[JOURNAL].read(lambda conn: tables.tables_view(conn, now, area))
+    items = await request.app[JOURNAL].read(lambda conn: tables_view(conn, now, area))
     return reply_json({"items": items, "now": now.isoformat()})
 
 
@@ -226,7 +225,7 @@ async def get_table(request: web.Request) -> web.Response:
     """One table with its bills (and their even-split parts)."""
     table_id = request.match_info["table_id"]
     now = _now()
-    return reply_json(await request.app[JOURNAL].read(lambda conn: tables.table_view(conn, table_id, now)))
+    return reply_json(await request.app[JOURNAL].read(lambda conn: table_view(conn, table_id, now)))
 
 
 async def open_table(request: web.Request) -> web.Response:
@@ -241,7 +240,8 @@ async def open_table(request: web.Request) -> web.Response:
             conn, settings, table_id, body.party_size, staff_id=staff.id, now=now, note=body.note
         )
         return Reply(
-            201, {"order": order.model_dump(mode="json"), "table": tables.table_view(conn, table_id, now)}
+            201,
+            {"order": order.model_dump(mode="json"), "table": table_view(conn, table_id, now)},
         )
 
     reply = await request.app[TILL].command(work, idem)
@@ -362,7 +362,7 @@ async def split(request: web.Request) -> web.Response:
             assert body.evenly is not None  # noqa: S101 - checked by SplitIn
             tables.split_evenly(conn, table_id, body.order_id, body.evenly, staff_id=staff.id, now=now)
             bills = []
-        return Reply(201, {"bills": bills, "table": tables.table_view(conn, table_id, now)})
+        return Reply(201, {"bills": bills, "table": table_view(conn, table_id, now)})
 
     reply = await request.app[TILL].command(work, idem)
     for bill in reply.body["bills"]:
@@ -406,7 +406,7 @@ async def _release(till: Till, table_id: str, order_id: str, staff: StaffMember)
 
 
 def _order_tables(conn: sqlite3.Connection, order_id: str, now: datetime) -> list[dict[str, Any]]:
-    return [tables.table_view(conn, t, now) for t in tables.tables_of_order(conn, order_id)]
+    return [table_view(conn, t, now) for t in tables.tables_of_order(conn, order_id)]
 
 
 async def relay_order_events(app: web.Application) -> AsyncIterator[None]:

@@ -35,8 +35,10 @@ __all__ = [
     "Bill",
     "add_area",
     "add_table",
-    "bill_parts",
+    "bills_of",
     "floor",
+    "get_area",
+    "get_table",
     "main_order",
     "merge_lines",
     "merge_seatings",
@@ -45,9 +47,7 @@ __all__ = [
     "request_bill",
     "split_by_item",
     "split_evenly",
-    "table_view",
     "tables_of_order",
-    "tables_view",
     "transfer",
     "update_area",
     "update_table",
@@ -70,12 +70,13 @@ def add_area(conn: sqlite3.Connection, area_id: str, name: str) -> dict[str, Any
 
 def update_area(conn: sqlite3.Connection, area_id: str, name: str) -> dict[str, Any]:
     """Rename an area."""
-    _area(conn, area_id)
+    get_area(conn, area_id)
     conn.execute("UPDATE floor_areas SET name = ? WHERE id = ?", (name, area_id))
-    return _area(conn, area_id)
+    return get_area(conn, area_id)
 
 
-def _area(conn: sqlite3.Connection, area_id: str) -> dict[str, Any]:
+def get_area(conn: sqlite3.Connection, area_id: str) -> dict[str, Any]:
+    """One area (404 if unknown)."""
     row = conn.execute("SELECT id, name, position FROM floor_areas WHERE id = ?", (area_id,)).fetchone()
     if row is None:
         raise TillError(f"no area {area_id}; add it first (POST /api/v1/floor/areas)", status=404)
@@ -84,7 +85,7 @@ def _area(conn: sqlite3.Connection, area_id: str) -> dict[str, Any]:
 
 def add_table(conn: sqlite3.Connection, table_id: str, area_id: str, name: str, seats: int) -> dict[str, Any]:
     """A new table in an area."""
-    _area(conn, area_id)
+    get_area(conn, area_id)
     if conn.execute("SELECT 1 FROM floor_tables WHERE id = ?", (table_id,)).fetchone():
         raise TillError(f"table {table_id} already exists; change it with PATCH", status=409)
     position = conn.execute(
@@ -94,25 +95,26 @@ def add_table(conn: sqlite3.Connection, table_id: str, area_id: str, name: str, 
         "INSERT INTO floor_tables (id, area_id, name, seats, position, active) VALUES (?, ?, ?, ?, ?, 1)",
         (table_id, area_id, name, seats, position),
     )
-    return _table(conn, table_id)
+    return get_table(conn, table_id)
 
 
 def update_table(
     conn: sqlite3.Connection, table_id: str, changes: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     """Change a table's name, seats, area or whether it is in use (not while a party sits there)."""
-    _table(conn, table_id)
+    get_table(conn, table_id)
     if "area_id" in changes:
-        _area(conn, changes["area_id"])
+        get_area(conn, changes["area_id"])
     if changes.get("active") is False and _seating(conn, table_id, now) is not None:
         raise TillError(f"table {table_id} has guests; take it out of use once it is free")
     for column in ("name", "seats", "area_id", "active"):  # a fixed list: never a column from the request
         if column in changes:
             conn.execute(f"UPDATE floor_tables SET {column} = ? WHERE id = ?", (changes[column], table_id))  # noqa: S608
-    return _table(conn, table_id)
+    return get_table(conn, table_id)
 
 
-def _table(conn: sqlite3.Connection, table_id: str) -> dict[str, Any]:
+def get_table(conn: sqlite3.Connection, table_id: str) -> dict[str, Any]:
+    """One table of the floor plan (404 if unknown)."""
     row = conn.execute(
         "SELECT id, area_id, name, seats, active FROM floor_tables WHERE id = ?", (table_id,)
     ).fetchone()
@@ -150,7 +152,8 @@ class Bill:
     even_parts: int | None
 
 
-def _bills(conn: sqlite3.Connection, seating_id: str) -> list[Bill]:
+def bills_of(conn: sqlite3.Connection, seating_id: str) -> list[Bill]:
+    """The seating's bills (merged-away orders left out), oldest first."""
     rows = conn.execute(
         "SELECT o.doc, s.role, s.even_parts FROM seating_orders s JOIN orders o ON o.id = s.order_id"
         " WHERE s.seating_id = ? AND s.role != 'merged' ORDER BY o.number",
@@ -173,14 +176,14 @@ def _seating(conn: sqlite3.Connection, table_id: str, now: datetime) -> str | No
     if row is None:
         return None
     seating_id: str = row[0]
-    if all(bill.order.status in CLOSED for bill in _bills(conn, seating_id)):
+    if all(bill.order.status in CLOSED for bill in bills_of(conn, seating_id)):
         _close_seating(conn, seating_id, "settled", now)
         return None
     return seating_id
 
 
 def _require_seating(conn: sqlite3.Connection, table_id: str, now: datetime) -> str:
-    _table(conn, table_id)
+    get_table(conn, table_id)
     seating_id = _seating(conn, table_id, now)
     if seating_id is None:
         raise TillError(f"table {table_id} is free; open it first (POST /api/v1/tables/{table_id}/open)")
@@ -198,7 +201,7 @@ def open_table(
     note: str = "",
 ) -> Order:
     """Seat a party: the table's seating and its (empty, open) order, in one transaction."""
-    table = _table(conn, table_id)
+    table = get_table(conn, table_id)
     if not table["active"]:
         raise TillError(f"table {table_id} is not in use; a manager can put it back (PATCH)")
     if _seating(conn, table_id, now) is not None:
@@ -239,7 +242,7 @@ def tables_of_order(conn: sqlite3.Connection, order_id: str) -> list[str]:
 def transfer(conn: sqlite3.Connection, source: str, target: str, staff_id: str, now: datetime) -> str:
     """Move the party (and its bills, untouched) from one table to a free one."""
     seating_id = _require_seating(conn, source, now)
-    table = _table(conn, target)
+    table = get_table(conn, target)
     if source == target:
         raise TillError("a table cannot be transferred to itself", status=422)
     if not table["active"]:
@@ -252,7 +255,7 @@ def transfer(conn: sqlite3.Connection, source: str, target: str, staff_id: str, 
 
 
 def _open_bills(conn: sqlite3.Connection, seating_id: str, table_id: str) -> list[Bill]:
-    bills = _bills(conn, seating_id)
+    bills = bills_of(conn, seating_id)
     if len(bills) > 1 or any(bill.order.tenders for bill in bills):
         raise TillError(f"the bill of table {table_id} is split or partly paid; settle it as it is")
     return bills
@@ -406,7 +409,7 @@ def split_evenly(
     """Split one bill of the table into N even parts, each paid with the payments route."""
     seating_id = _require_seating(conn, table_id, now)
     order_id = order_id or main_order(conn, table_id, now)
-    bill = next((b for b in _bills(conn, seating_id) if b.order.id == order_id), None)
+    bill = next((b for b in bills_of(conn, seating_id) if b.order.id == order_id), None)
     if bill is None:
         raise TillError(f"order {order_id} is not a bill of table {table_id}", status=404)
     if bill.order.status != "open":
@@ -436,7 +439,7 @@ def request_bill(conn: sqlite3.Connection, table_id: str, now: datetime) -> None
 def release(conn: sqlite3.Connection, table_id: str, order: Order, staff_id: str, now: datetime) -> Order:
     """Free a table whose guests left without ordering: its empty order closes as voided."""
     seating_id = _require_seating(conn, table_id, now)
-    others = [b.order for b in _bills(conn, seating_id) if b.order.id != order.id]
+    others = [b.order for b in bills_of(conn, seating_id) if b.order.id != order.id]
     if order.lines or order.tenders or any(o.status not in CLOSED for o in others):
         raise TillError(f"table {table_id} has an unpaid bill; pay it, or a manager voids it")
     if order.status not in ("open", "held"):
@@ -445,95 +448,3 @@ def release(conn: sqlite3.Connection, table_id: str, order: Order, staff_id: str
     write_audit(conn, staff_id, "table.release", order.id, f"table {table_id}: nothing ordered")
     reason = f"table {table_id} released, nothing ordered"
     return order.model_copy(update={"status": "voided", "void_reason": reason, "voided_by": staff_id})
-
-
-# ---------------------------------------------------------------------- views
-
-
-def bill_parts(order: Order, parts: int | None) -> list[dict[str, Any]]:
-    """An even split's parts; payments settle them in order, so each shows what is still due."""
-    if not parts:
-        return []
-    paid = order.paid_fen
-    out = []
-    for index, amount in enumerate(even_parts(order.total_fen, parts), start=1):
-        covered = min(amount, paid)
-        paid -= covered
-        out.append({"part": index, "amount_fen": amount, "paid_fen": covered, "due_fen": amount - covered})
-    return out
-
-
-def _bill_view(bill: Bill) -> dict[str, Any]:
-    order = bill.order
-    return {
-        "order_id": order.id,
-        "number": f"{order.number:04d}",
-        "role": bill.role,
-        "status": order.status,
-        "lines": len(order.lines),
-        "total_fen": order.total_fen,
-        "paid_fen": order.paid_fen,
-        "due_fen": order.due_fen if order.status == "open" else 0,
-        "parts": bill_parts(order, bill.even_parts),
-    }
-
-
-def table_view(conn: sqlite3.Connection, table_id: str, now: datetime) -> dict[str, Any]:
-    """A table at a glance: free / seated / ordered / bill, party, minutes seated and its bills."""
-    table = _table(conn, table_id)
-    row = conn.execute(
-        "SELECT s.id, s.party_size, s.seated_at, s.bill_requested_at FROM seated_tables t"
-        " JOIN seatings s ON s.id = t.seating_id WHERE t.table_id = ?",
-        (table_id,),
-    ).fetchone()
-    bills = _bills(conn, row[0]) if row else []
-    if not bills or all(bill.order.status in CLOSED for bill in bills):
-        return table | {
-            "status": "free",
-            "party_size": None,
-            "seated_at": None,
-            "minutes_seated": None,
-            "joined": [],
-            "bills": [],
-            "total_fen": 0,
-            "due_fen": 0,
-        }
-    seating_id, party, seated_at, bill_at = row
-    open_orders = [bill.order for bill in bills if bill.order.status not in CLOSED]
-    if bill_at or any(order.tenders for order in open_orders):
-        status = "bill"
-    elif any(bill.order.lines for bill in bills):
-        status = "ordered"
-    else:
-        status = "seated"
-    joined = [
-        r[0]
-        for r in conn.execute(
-            "SELECT table_id FROM seated_tables WHERE seating_id = ? AND table_id != ? ORDER BY table_id",
-            (seating_id, table_id),
-        )
-    ]
-    views = [_bill_view(bill) for bill in bills]
-    return table | {
-        "status": status,
-        "party_size": party,
-        "seated_at": seated_at,
-        "minutes_seated": int((now - datetime.fromisoformat(seated_at)).total_seconds() // 60),
-        "bill_requested_at": bill_at,
-        "joined": joined,
-        "bills": views,
-        "total_fen": sum(v["total_fen"] for v in views if v["status"] != "voided"),
-        "due_fen": sum(v["due_fen"] for v in views),
-    }
-
-
-def tables_view(conn: sqlite3.Connection, now: datetime, area: str | None = None) -> list[dict[str, Any]]:
-    """Every table in use (of one area, or all), in floor-plan order."""
-    if area is not None:
-        _area(conn, area)
-    rows = conn.execute(
-        "SELECT t.id FROM floor_tables t JOIN floor_areas a ON a.id = t.area_id"
-        " WHERE t.active = 1 AND (? IS NULL OR t.area_id = ?) ORDER BY a.position, t.position, t.id",
-        (area, area),
-    ).fetchall()
-    return [table_view(conn, row[0], now) for row in rows]
