@@ -372,3 +372,123 @@ async def test_the_hub_outbox_worker_marks_no_shows_and_sends_reminders(db, shop
     sent = worker.senders["sms"]
     assert isinstance(sent, LogSender)
     assert [m.template for m in sent.sent] == ["appointment.reminder"]
+
+
+async def test_api_roles_validation_classes_and_visits(db, shop, client):
+    owner = await _headers(client, db, "boss", "owner")
+    manager = await _headers(client, db, "mgr", "store-manager", ["beauty-1"])
+    east = await _headers(client, db, "east", "store-manager", ["beauty-2"])
+    service = {"name": "Massage", "duration_min": 30, "needs": [{"kind": "staff", "tag": "massage"}]}
+    resp = await client.put("/api/v1/appointment-services/MASSAGE", json=service, headers=manager)
+    assert resp.status == 403  # services are chain-wide: head office
+    resp = await client.put(
+        "/api/v1/appointment-services/MASSAGE", json={**service, "duration_min": 2}, headers=owner
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "duration_min"
+    resp = await client.put(
+        "/api/v1/appointment-services/MASSAGE", json={**service, "needs": [{"kind": "room"}]}, headers=owner
+    )
+    assert resp.status == 409
+    assert "at least one staff member" in (await resp.json())["detail"]
+    base = "/api/v1/stores/beauty-1"
+    resp = await client.post(
+        f"{base}/appointment-resources", json={"kind": "room", "name": "X"}, headers=east
+    )
+    assert resp.status == 403
+    bad_shift = {"resource_id": shop["Li"], "day": "2031-03-11", "start": "25:00", "end": "18:00"}
+    resp = await client.post(f"{base}/shifts", json=bad_shift, headers=manager)
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "start"
+    booking = {"service": "FACIAL", "member_id": shop["member"], "starts_at": "2031-03-10T10:00:00"}
+    resp = await client.post(f"{base}/appointments", json=booking, headers=manager)
+    assert resp.status == 422  # no time zone
+    resp = await client.post(f"{base}/appointments", json={"member_id": shop["member"]}, headers=manager)
+    assert resp.status == 422
+    resp = await client.post(
+        f"{base}/appointments", json={**booking, "starts_at": at(10).isoformat()}, headers=east
+    )
+    assert resp.status == 403
+    resp = await client.get(f"{base}/availability?service=FACIAL&day=2031-03-10", headers=manager)
+    slots = (await resp.json())["slots"]
+    assert (slots[0]["local"], slots[-1]["local"]) == ("10:00", "17:00")
+    first = await client.post(
+        f"{base}/appointments", json={**booking, "starts_at": at(10).isoformat(), "resources": [shop["Li"]]},
+        headers=manager,
+    )  # fmt: skip
+    assert first.status == 201, await first.text()
+    appt = await first.json()
+    # move it onto itself plus half an hour: its own hold does not block it
+    resp = await client.post(
+        f"/api/v1/appointments/{appt['id']}/reschedule",
+        json={"starts_at": at(10, 30).isoformat()},
+        headers=manager,
+    )
+    assert resp.status == 200, await resp.text()
+    other = await client.post(
+        f"{base}/appointments",
+        json={
+            **booking,
+            "member_id": shop["other"],
+            "starts_at": at(12).isoformat(),
+            "resources": [shop["Li"]],
+        },
+        headers=manager,
+    )
+    assert other.status == 201
+    resp = await client.post(
+        f"/api/v1/appointments/{appt['id']}/reschedule",
+        json={"starts_at": at(12, 15).isoformat(), "resources": [shop["Li"]]},
+        headers=manager,
+    )
+    problem = await resp.json()
+    assert resp.status == 409
+    assert problem["next_free"][0]["local"] == "2031-03-10 13:15"
+    resp = await client.get(f"/api/v1/appointments/{appt['id']}", headers=manager)
+    assert (await resp.json())["starts_at"] == "2031-03-10T02:30:00.000000Z"  # unchanged by the refusal
+    assert (await client.get(f"/api/v1/appointments/{appt['id']}", headers=east)).status == 403
+    resp = await client.get(f"{base}/appointments?day=2031-03-10", headers=manager)
+    assert [a["id"] for a in (await resp.json())["items"]] == [appt["id"], (await other.json())["id"]]
+
+    # a class with one seat left and a waitlist, through the API
+    resp = await client.post(
+        f"{base}/classes", json={"service": "YOGA", "starts_at": at(16).isoformat()}, headers=manager
+    )
+    assert resp.status == 201, await resp.text()
+    yoga = await resp.json()
+    seats = []
+    for member in (shop["member"], shop["other"], shop["member"]):
+        resp = await client.post(
+            f"{base}/appointments", json={"member_id": member, "class_id": yoga["id"]}, headers=manager
+        )
+        seats.append((resp.status, await resp.json()))
+    assert [s[0] for s in seats] == [201, 201, 409]
+    assert "already booked" in seats[2][1]["detail"]
+    third = await _headers(client, db, "mgr2", "store-manager", ["beauty-1"])
+    async with db.session() as session, session.begin():
+        late = (await create_member(session, MemberFields("13900000009", channel="hub"))).id
+    resp = await client.post(
+        f"{base}/appointments", json={"member_id": late, "class_id": yoga["id"]}, headers=third
+    )
+    waiting = await resp.json()
+    assert waiting["status"] == "waitlisted"
+    resp = await client.post(
+        f"/api/v1/appointments/{seats[0][1]['id']}/cancel", json={"reason": "ill"}, headers=manager
+    )
+    assert (await resp.json())["promoted"] == waiting["id"]
+    resp = await client.get(f"{base}/classes?day=2031-03-10", headers=manager)
+    assert [(c["id"], c["taken"]) for c in (await resp.json())["items"]] == [(yoga["id"], 2)]
+    async with db.session() as session:
+        templates = (await session.scalars(select(Message.template).where(Message.member_id == late))).all()
+    assert sorted(templates) == ["appointment.promoted", "appointment.waitlisted"]
+
+
+async def test_shifts_follow_daylight_saving_in_the_store_zone(db):
+    await add_store(db, "berlin", "Berlin", timezone="Europe/Berlin")
+    async with db.session() as session, session.begin():
+        coach = await add_resource(session, "berlin", ResourceKind.STAFF, "Anna", ["yoga"])
+        spring = await add_shift(session, coach.id, date(2031, 3, 30), time(1), time(5), actor="u")
+        summer = await add_shift(session, coach.id, date(2031, 7, 1), time(9), time(17), actor="u")
+    assert spring.ends_at - spring.starts_at == timedelta(hours=3)  # the clocks went forward at 02:00
+    assert spring.starts_at == datetime(2031, 3, 30, 0, 0, tzinfo=UTC)
+    assert summer.starts_at == datetime(2031, 7, 1, 7, 0, tzinfo=UTC)  # 09:00 CEST
