@@ -66,19 +66,19 @@ class Line:
 
 @dataclass(slots=True)
 class Outcome:
+    """What one rule would take off which lines (index → fen), and the gifts it would give."""
+
     amounts: dict[int, int]
     applications: int
     covered: list[int]
     gifts: list[Gift] = field(default_factory=list)
+    saving: int = field(init=False)
+    value: int = field(init=False)
+    """What the customer gets: the saving plus what the gifts are worth."""
 
-    @property
-    def saving(self) -> int:
-        return sum(self.amounts.values())
-
-    @property
-    def value(self) -> int:
-        """What the customer gets: the saving plus what the gifts are worth."""
-        return self.saving + sum(g.value_fen * g.qty for g in self.gifts)
+    def __post_init__(self) -> None:
+        self.saving = sum(self.amounts.values()) if self.amounts else 0
+        self.value = self.saving + sum(g.value_fen * g.qty for g in self.gifts) if self.gifts else self.saving
 
 
 class Index:
@@ -129,19 +129,23 @@ def headroom(rule: Rule, line: Line) -> int:
     return max(0, line.net - floor)
 
 
+def _times_qty(amount_fen: int, line: Line) -> int:
+    # Whole pieces multiply exactly; only a weighed quantity needs rounding.
+    return amount_fen * line.units if line.units is not None else mul_fraction(amount_fen, line.src.qty)
+
+
 def _per_line(rule: Rule, line: Line, cart: Cart) -> int:
     """What a per-line rule would take off the line's current net total."""
-    qty = line.src.qty
     match rule.kind:
         case "percent_off":
             return apply_basis_points(line.net, rule.off_bp)
         case "amount_off":
-            return mul_fraction(rule.amount_fen, qty)
+            return _times_qty(rule.amount_fen, line)
         case "fixed_price":
-            return line.net - mul_fraction(rule.price_fen, qty)
+            return line.net - _times_qty(rule.price_fen, line)
         case "member_price":
             price = rule.prices.get(cart.member_level or "")
-            return 0 if price is None else line.net - mul_fraction(price, qty)
+            return 0 if price is None else line.net - _times_qty(price, line)
         case "near_expiry":
             if line.src.expires_on is None:
                 return 0
@@ -160,6 +164,8 @@ def line_rule(rule: Rule, lines: list[Line], eligible: list[int], cart: Cart) ->
     remaining = rule.max_applications
     for index in eligible:
         line = lines[index]
+        if headroom(rule, line) == 0:
+            continue
         amount = _per_line(rule, line, cart)
         if amount <= 0:
             continue

@@ -237,9 +237,13 @@ def _decide_group(
 
 
 def _new_line(src: CartLine) -> Line:
-    base = src.total_fen if src.total_fen is not None else mul_fraction(src.unit_price_fen, src.qty)
-    cost = mul_fraction(src.cost_fen, src.qty) if src.cost_fen is not None else None
     units = src.qty.numerator if src.qty.denominator == 1 else None
+
+    def times_qty(fen: int) -> int:  # whole pieces multiply exactly; a weight rounds half-up
+        return fen * units if units is not None else mul_fraction(fen, src.qty)
+
+    base = src.total_fen if src.total_fen is not None else times_qty(src.unit_price_fen)
+    cost = times_qty(src.cost_fen) if src.cost_fen is not None else None
     return Line(src=src, base=base, cost_total=cost, units=units, net=base)
 
 
