@@ -262,21 +262,32 @@ def _lines(request: web.Request, items: list[RoundItem]) -> list[OrderLine]:
 def _plan_round(
     conn: sqlite3.Connection, change: Change, lines: list[OrderLine], items: list[RoundItem]
 ) -> None:
-    """Courses and holds of the round's lines (a dish merged into an earlier line plans that line)."""
-    added = {line.line_id for line in change.order.lines}
+    """Courses and holds of the round's new lines; a dish merged into an earlier line keeps that
+    line's plan unless the round holds it (refused once the line is cooking)."""
+    now_on_order = {line.line_id for line in change.order.lines}
     plan = kds.load_plan(conn, change.order.id)
     fired = kds.fired_lines(conn, change.order.id)
     for line, item in zip(lines, items, strict=True):
-        target = line.line_id
-        if target not in added:
-            target = next(
+        if line.line_id in now_on_order:
+            plan[line.line_id] = (item.course, item.hold)
+            continue
+        target = next(
+            (
                 x.line_id
-                for x in change.order.lines
-                if x.sku == line.sku and x.unit == "piece" and not x.note and x.label_price_fen is None
-            )
-        if item.hold and target in fired:
+                for x in change.before.lines
+                if x.sku == line.sku
+                and x.unit == "piece"
+                and not x.note
+                and x.label_price_fen is None
+                and x.override_price_fen is None
+            ),
+            None,
+        )
+        if target is None or not item.hold:
+            continue
+        if target in fired:
             raise TillError(f"{line.name} is already cooking; it cannot be held now", status=409)
-        plan[target] = (item.course, item.hold)
+        plan[target] = (item.course, True)
     kds.save_plan(conn, change.order.id, plan)
 
 

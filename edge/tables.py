@@ -26,7 +26,7 @@ from typing import Any
 from edge.bill_split import SentState, even_parts, merge_sent, regroup, split_lines, split_sent
 from edge.config import EdgeSettings
 from edge.errors import TillError
-from edge.orders import Order
+from edge.orders import Order, reprice
 from edge.till import load_order, new_order, save_order, write_audit
 from protocol import new_id
 
@@ -265,6 +265,8 @@ def merge_lines(
     conn: sqlite3.Connection, into: Order, table_id: str, other_table: str, now: datetime
 ) -> tuple[Order, Order]:
     """The rule of a merge: `into` with the other table's lines appended (kitchen state moves after)."""
+    if main_order(conn, table_id, now) != into.id:
+        raise TillError(f"table {table_id} changed while merging; look again and retry")
     _open_bills(conn, _require_seating(conn, table_id, now), table_id)
     other = _open_bills(conn, _require_seating(conn, other_table, now), other_table)[0].order
     if other.id == into.id:
@@ -273,7 +275,7 @@ def merge_lines(
     other.require_editable()
     if other.coupons:
         raise TillError(f"order {other.number:04d} has a coupon; take it off before merging its table")
-    return into.model_copy(update={"lines": [*into.lines, *other.lines]}), other
+    return reprice(into.model_copy(update={"lines": [*into.lines, *other.lines]})), other
 
 
 def merge_seatings(

@@ -189,13 +189,20 @@ async def test_open_add_rounds_and_each_round_reaches_the_kitchen_once(restauran
     assert "加 1 拿铁 中杯" in printed[1]
     assert all("桌号 A1" in ticket for ticket in printed)  # the runner knows where it goes
 
+    # One more croissant joins the held line and stays held: adding to a course never fires it.
+    third = await _round(api, "A1", {"sku": "BAK-001"})
+    assert [(t["station"], t["changes"]) for t in third["tickets"]] == [("面点", ["changed"])]
+    bakery = await _ok(api, "GET", "/api/v1/kds/stations/面点", token=api.device)
+    assert [(i["kind"], i["qty"], i["held"]) for i in bakery["tickets"][-1]["items"]] == [
+        ("changed", "2", True)
+    ]
     # Holding a dish that is already cooking is refused, and the whole round with it.
     status, body = await api.call(
         "POST", "/api/v1/tables/A1/rounds", {"items": [{"sku": "COF-LAT", "hold": True}]}
     )
     assert status == 409, body
     assert len((await _table(api, "A1"))["bills"]) == 1
-    assert (await api.daemon.till.get_order(order_id)).lines[0].qty == 3
+    assert [x.qty for x in (await api.daemon.till.get_order(order_id)).lines] == [3, 2]
     status, body = await api.call("POST", "/api/v1/tables/A2/rounds", {"items": [{"sku": "COF-LAT"}]})
     assert status == 409, body  # A2 is free: open it first
     status, body = await api.call("POST", "/api/v1/tables/A1/rounds", {"items": [{"sku": "NOPE"}]})
