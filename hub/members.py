@@ -16,6 +16,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from hub.appointments_merge import move_appointments
 from hub.coupon_hooks import coupons_member_created, move_coupons
 from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
@@ -70,6 +71,7 @@ MERGE_HOOKS: tuple[MergeHook, ...] = (
     move_member_orders,
     merge_tags_and_segments,
     move_coupons,
+    move_appointments,
 )
 
 

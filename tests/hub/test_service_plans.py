@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from hub import auth
 from hub.api import make_app
-from hub.appointment_tables import ResourceKind
+from hub.appointment_tables import Appointment, ResourceKind
 from hub.appointments import book
 from hub.appointments_setup import ServiceTerms, add_resource, add_shift, put_service
 from hub.appointments_visits import check_in, sweep
 from hub.config import HubSettings
 from hub.db import Database, migrate
-from hub.members import MemberFields, create_member
+from hub.members import MemberFields, create_member, merge_members
 from hub.messaging_tables import Message
 from hub.service_plans import create_plan, get_plan
 from hub.stores import add_store
@@ -228,3 +228,27 @@ async def test_plans_api_due_list_and_role_scoping(db, gym, client):
     assert resp.status == 409
     resp = await client.get("/api/v1/stores/gym-1/service-plans/due?within_days=0", headers=manager)
     assert (await resp.json())["items"] == []
+
+
+async def test_a_merge_moves_bookings_and_plans_to_the_survivor(db, gym):
+    async with db.session() as session, session.begin():
+        plan = await create_plan(
+            session,
+            gym["member"],
+            "PT",
+            "gym-1",
+            sessions=4,
+            interval_days=7,
+            first_due=DAY,
+            actor="user:mgr",
+        )
+        survivor = (await create_member(session, MemberFields("13800138999", channel="hub"))).id
+    appt = await _session(db, gym, at(DAY, 10), plan.id)
+    async with db.session() as session, session.begin():
+        await merge_members(session, gym["member"], survivor)
+    async with db.session() as session:
+        assert (await get_plan(session, plan.id)).member_id == survivor
+        assert (await session.get(Appointment, appt.id)).member_id == survivor
+    async with db.session() as session, session.begin():
+        done = await check_in(session, appt.id, actor="u", now=at(DAY, 10), use_pass=False)
+    assert done["plan"]["sessions_done"] == 1
