@@ -5,14 +5,18 @@ use, registrations, orders and revenue in the attribution window) — SQLite and
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
+from hub import auth
+from hub.api import make_app
 from hub.campaigns import (
     Audience,
     CampaignError,
@@ -23,6 +27,7 @@ from hub.campaigns import (
     create_campaign,
     release_due,
 )
+from hub.config import HubSettings
 from hub.coupon_tables import Coupon
 from hub.coupons import TemplateIn, create_template
 from hub.db import Database, migrate
@@ -30,8 +35,9 @@ from hub.member_facts import MemberOrder
 from hub.member_tag_tables import MemberSegment, MemberTag, MemberTagLink
 from hub.members import Member, MemberFields, create_member
 from hub.messaging import LogSender
+from hub.messaging_settings import MessagingSettings
 from hub.messaging_tables import Campaign, Message
-from hub.messaging_worker import send_due
+from hub.messaging_worker import build_outbox, send_due
 from hub.stores import add_store
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -291,3 +297,128 @@ async def test_cancel_and_a_refused_release_is_marked_failed_with_nothing_queued
                 ),
                 actor="u",
             )
+
+
+# --------------------------------------------------------------------------- worker and API
+
+
+async def test_the_service_worker_releases_and_sends_in_the_background(db):
+    member = await _member(db)
+    campaign = await _campaign(db, audience={"all_members": True})
+    worker = build_outbox(db, MessagingSettings(interval_s=0.5))
+    sender = worker.senders["sms"]
+    assert isinstance(sender, LogSender)
+    async with worker:
+        for _ in range(200):
+            if sender.sent:
+                break
+            await asyncio.sleep(0.05)
+    assert [m.recipient for m in sender.sent] == [await _phone(db, member)]
+    async with db.session() as session:
+        row = await session.get(Campaign, campaign.id)
+        assert row is not None
+        assert (row.state, row.audience_size) == ("released", 1)
+
+
+async def _phone(db: Database, member_id: str) -> str | None:
+    async with db.session() as session:
+        member = await session.get(Member, member_id)
+        return member.phone if member else None
+
+
+@pytest.fixture
+async def client(db, tmp_path):
+    async with TestClient(TestServer(make_app(db, HubSettings(state_dir=tmp_path)))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def users(db, client) -> dict[str, dict[str, str]]:
+    found = {}
+    for name, role, stores in (
+        ("mkt", "marketing", None),
+        ("li", "store-manager", ["shop-1"]),
+        ("fin", "finance", None),
+    ):
+        await auth.add_user(db, name, "password-123", role, stores)
+        resp = await client.post("/api/v1/auth/token", json={"name": name, "password": "password-123"})
+        found[name] = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+    return found
+
+
+async def test_campaign_api(db, client, users):
+    a = await _member(db, source_store="shop-1")
+    await _member(db, source_store="shop-2")
+    await _tag(db, "vip", a)
+    body = {
+        "name": "周末咖啡",
+        "template": "promo",
+        "params": {"offer": "第二杯半价"},
+        "audience": {"tags": ["vip"], "stores": ["shop-1"]},
+        "send_at": "2099-12-05T10:00:00",
+        "timezone": "Asia/Shanghai",
+    }
+    resp = await client.post("/api/v1/campaigns", json=body, headers=users["fin"])
+    assert resp.status == 403
+    resp = await client.post("/api/v1/campaigns", json=body, headers=users["mkt"])
+    assert resp.status == 201, await resp.text()
+    created = await resp.json()
+    assert (created["send_at"], created["send_local"]) == (
+        "2099-12-05T02:00:00+00:00",
+        "2099-12-05T10:00:00+08:00",
+    )
+    resp = await client.post(
+        "/api/v1/campaigns", json={**body, "audience": {"tags": ["nope"]}}, headers=users["mkt"]
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"] == [{"field": "audience.tags", "message": "no tag 'nope'"}]
+    resp = await client.post("/api/v1/campaigns", json={**body, "audience": {}}, headers=users["mkt"])
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "audience"
+    resp = await client.post(
+        "/api/v1/campaigns/preview", json={"audience": {"all_members": True}}, headers=users["mkt"]
+    )
+    assert (await resp.json())["members"] == 2
+    resp = await client.post(
+        "/api/v1/campaigns/preview", json={"audience": body["audience"]}, headers=users["mkt"]
+    )
+    assert (await resp.json())["sample"] == [a]
+    resp = await client.get("/api/v1/campaigns?state=scheduled", headers=users["li"])
+    assert [c["id"] for c in (await resp.json())["items"]] == [created["id"]]
+    resp = await client.get(f"/api/v1/campaigns/{created['id']}/results", headers=users["li"])
+    assert await resp.json() == {"campaign_id": created["id"], "state": "scheduled", "audience": None}
+    resp = await client.post(f"/api/v1/campaigns/{created['id']}/cancel", headers=users["li"])
+    assert resp.status == 403
+    resp = await client.post(f"/api/v1/campaigns/{created['id']}/cancel", headers=users["mkt"])
+    assert (await resp.json())["state"] == "cancelled"
+    resp = await client.post(f"/api/v1/campaigns/{created['id']}/cancel", headers=users["mkt"])
+    assert resp.status == 409
+    resp = await client.get("/api/v1/campaigns/nope", headers=users["mkt"])
+    assert resp.status == 404
+
+
+async def test_unsubscribe_api(db, client, users):
+    a = await _member(db, source_store="shop-1")
+    resp = await client.post(
+        f"/api/v1/members/{a}/unsubscribe", json={"channel": "sms"}, headers=users["fin"]
+    )
+    assert resp.status == 403
+    resp = await client.post(f"/api/v1/members/{a}/unsubscribe", json={"channel": "fax"}, headers=users["li"])
+    assert resp.status == 422
+    resp = await client.post(f"/api/v1/members/{a}/unsubscribe", json={"channel": "sms"}, headers=users["li"])
+    assert resp.status == 200
+    await _campaign(db, audience={"all_members": True})
+    await release_due(db, datetime.now(UTC))
+    await send_due(db, {"sms": LogSender()})
+    resp = await client.get(f"/api/v1/members/{a}/messages", headers=users["li"])
+    answer = await resp.json()
+    assert answer["unsubscribed"] == ["sms"]
+    assert [(m["state"], m["last_error"]) for m in answer["items"]] == [
+        ("suppressed", "the member unsubscribed from sms")
+    ]
+    resp = await client.post(f"/api/v1/members/{a}/resubscribe", json={}, headers=users["li"])
+    assert (await resp.json())["unsubscribed"] is False
+    resp = await client.get(f"/api/v1/members/{a}/messages", headers=users["li"])
+    assert (await resp.json())["unsubscribed"] == []
+    resp = await client.post("/api/v1/members/nobody/unsubscribe", json={}, headers=users["li"])
+    assert resp.status == 404

@@ -11,9 +11,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from hub import auth
+from hub.api import make_app
+from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.errors import NotFound
 from hub.group_buy import GroupBuyError, JoinIn, OfferIn, close_offer, create_offer, expire_due, join
@@ -23,6 +27,7 @@ from hub.messaging_tables import Message
 from hub.stored_value import Source, save_rules, stored_value_balances, topup
 from hub.stored_value_rules import BonusRules, BonusTier
 from hub.stored_value_tables import LedgerEntry
+from hub.stores import add_store
 
 PRICE = 1990
 _PHONES = itertools.count()
@@ -290,3 +295,113 @@ async def test_concurrent_joins_never_oversell(db, database_url):
     assert sorted(totals) == sorted([10_000 - PRICE] * 30 + [10_000] * (n - 30))
     for member, total in zip(members, totals, strict=True):
         assert total == (10_000 - PRICE if member in paid else 10_000)
+
+
+# --------------------------------------------------------------------------- API
+
+
+@pytest.fixture
+async def client(db, tmp_path):
+    async with TestClient(TestServer(make_app(db, HubSettings(state_dir=tmp_path)))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def users(db, client) -> dict[str, dict[str, str]]:
+    await add_store(db, "shop-1")
+    found = {}
+    for name, role, stores in (
+        ("mkt", "marketing", None),
+        ("li", "store-manager", ["shop-1"]),
+        ("fin", "finance", None),
+    ):
+        await auth.add_user(db, name, "password-123", role, stores)
+        resp = await client.post("/api/v1/auth/token", json={"name": name, "password": "password-123"})
+        found[name] = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+    return found
+
+
+async def test_group_buy_api(db, client, users):
+    a, b = await _members(db, 2)
+    now = datetime.now(UTC)
+    offer = {
+        "name": "两人拼 草莓蛋糕",
+        "sku": "CAKE-STRAW",
+        "price_fen": 3900,
+        "list_price_fen": 5900,
+        "group_size": 2,
+        "time_limit_minutes": 120,
+        "stock": 10,
+        "starts_at": (now - timedelta(minutes=1)).isoformat(),
+        "ends_at": (now + timedelta(days=2)).isoformat(),
+    }
+    assert (await client.post("/api/v1/group-buys", json=offer, headers=users["li"])).status == 403
+    resp = await client.post("/api/v1/group-buys", json={**offer, "group_size": 1}, headers=users["mkt"])
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "group_size"
+    resp = await client.post("/api/v1/group-buys", json=offer, headers=users["mkt"])
+    assert resp.status == 201, await resp.text()
+    offer_id = (await resp.json())["id"]
+    join = {
+        "member_id": a,
+        "payment_method": "stored_value",
+        "idempotency_key": "mini-app-0001",
+        "open_new": True,
+    }
+    url = f"/api/v1/group-buys/{offer_id}/join"
+    assert (await client.post(url, json=join, headers=users["fin"])).status == 403
+    resp = await client.post(url, json=join, headers=users["li"])
+    assert resp.status == 201, await resp.text()
+    first = await resp.json()
+    again = await client.post(url, json=join, headers=users["li"])
+    assert again.status == 200
+    assert (await again.json())["participation"]["id"] == first["participation"]["id"]
+    group_id = first["group"]["id"]
+    resp = await client.post(
+        url,
+        json={
+            "member_id": b,
+            "payment_method": "external",
+            "idempotency_key": "mini-app-0002",
+            "group_id": group_id,
+        },
+        headers=users["li"],
+    )
+    assert resp.status == 422  # an external payment without its reference
+    poor = (await _members(db, 1, topup_fen=100))[0]
+    resp = await client.post(
+        url,
+        json={"member_id": poor, "payment_method": "stored_value", "idempotency_key": "mini-app-0003"},
+        headers=users["li"],
+    )
+    assert resp.status == 409
+    assert "not enough to pay" in (await resp.json())["detail"]
+    resp = await client.post(
+        url,
+        json={
+            "member_id": b,
+            "payment_method": "external",
+            "payment_reference": "wx-420000",
+            "idempotency_key": "mini-app-0004",
+            "group_id": group_id,
+        },
+        headers=users["li"],
+    )
+    assert (await resp.json())["group"]["state"] == "filled"
+    resp = await client.get(f"/api/v1/group-buys/{offer_id}?state=filled", headers=users["fin"])
+    detail = await resp.json()
+    assert (detail["sold"], detail["available"], [g["id"] for g in detail["groups"]]) == (2, 8, [group_id])
+    resp = await client.get(f"/api/v1/group-buys/{offer_id}/groups/{group_id}", headers=users["fin"])
+    places = (await resp.json())["places"]
+    assert [(p["member_id"], p["state"], p["payment_method"]) for p in places] == [
+        (a, "confirmed", "stored_value"),
+        (b, "confirmed", "external"),
+    ]
+    assert (
+        await client.get(f"/api/v1/group-buys/{offer_id}/groups/nope", headers=users["fin"])
+    ).status == 404
+    resp = await client.post(f"/api/v1/group-buys/{offer_id}/close", headers=users["mkt"])
+    assert (await resp.json())["state"] == "closed"
+    resp = await client.get("/api/v1/group-buys", headers=users["li"])
+    assert [o["id"] for o in (await resp.json())["items"]] == [offer_id]
+    assert (await client.post("/api/v1/group-buys/nope/join", json=join, headers=users["li"])).status == 404

@@ -36,7 +36,7 @@ from hub.messaging_worker import OutboxPolicy, send_due
 from hub.sms_aliyun import AliyunSmsSender, percent_encode, sign
 from tests.hub.loyalty_helpers import new_member
 
-T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)  # after every enqueue
+T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)  # after every enqueue of the run
 
 
 @pytest.fixture
