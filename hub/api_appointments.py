@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub import api_service_plans
 from hub.api import DB, actor, bad_query, principal, read_body
-from hub.appointment_tables import ResourceKind
+from hub.appointment_tables import ApptClass, ResourceKind
 from hub.appointments import SlotTaken, book, book_class, cancel, create_class, get_appointment, reschedule
+from hub.appointments_classes import cancel_class
 from hub.appointments_setup import (
     ServiceTerms,
     add_resource,
@@ -36,6 +37,7 @@ from hub.appointments_setup import (
 from hub.appointments_views import appointment_json, availability, class_json, day_appointments, day_classes
 from hub.appointments_visits import check_in, mark_no_show, notify
 from hub.db import AsyncSession
+from hub.errors import NotFound
 from protocol import PROBLEM_JSON
 from protocol.timeutil import UtcDatetime
 
@@ -260,6 +262,29 @@ async def post_class(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201)
 
 
+class ClassCancelIn(_In):
+    """Why the whole session is off (told to every member booked)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+async def post_class_cancel(request: web.Request) -> web.Response:
+    """Cancel a class session: every seat and waitlist place is cancelled and told by SMS."""
+    body = await read_body(request, ClassCancelIn)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        row = await session.get(ApptClass, request.match_info["class_id"])
+        if row is None:
+            raise NotFound(f"no class {request.match_info['class_id']}")
+        principal(request).require("appointments.write", store=row.store)
+        cls, seats = await cancel_class(session, row.id, reason=body.reason)
+        for appt in seats:
+            await notify(session, appt, "appointment.class_cancelled", "class_cancelled")
+        return class_json(cls, 0) | {"cancelled_appointments": [a.id for a in seats]}
+
+    return web.json_response(await in_transaction(request.app[DB], work))
+
+
 async def get_classes(request: web.Request) -> web.Response:
     """The store's class sessions on `?day=`, with seats taken."""
     store = _store(request, "appointments.read")
@@ -399,6 +424,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/stores/{store}/availability", get_availability)
     r.add_get("/api/v1/stores/{store}/classes", get_classes)
     r.add_post("/api/v1/stores/{store}/classes", post_class)
+    r.add_post("/api/v1/classes/{class_id}/cancel", post_class_cancel)
     r.add_get("/api/v1/stores/{store}/appointments", get_bookings)
     r.add_post("/api/v1/stores/{store}/appointments", post_booking)
     r.add_get("/api/v1/appointments/{appointment_id}", get_booking)

@@ -49,6 +49,7 @@ __all__ = [
     "create_class",
     "get_appointment",
     "load_board",
+    "lock_class",
     "reschedule",
     "resource_needs",
     "seats_taken",
@@ -320,7 +321,8 @@ async def create_class(
     return row
 
 
-async def _lock_class(session: AsyncSession, class_id: str) -> ApptClass:
+async def lock_class(session: AsyncSession, class_id: str) -> ApptClass:
+    """Lock the class row (seat counts change only under it) and return it, or `NotFound`."""
     locked = await session.execute(
         update(ApptClass)
         .where(ApptClass.id == class_id)
@@ -351,7 +353,7 @@ async def book_class(
 ) -> Appointment:
     """A seat in a class session; when it is full, a place on its waitlist (if it has one) or `ClassFull`."""
     now = now or _now()
-    session_row = await _lock_class(session, class_id)
+    session_row = await lock_class(session, class_id)
     service = await get_service(session, session_row.service_code)
     if session_row.cancelled:
         raise AppointmentError(f"class {class_id} was cancelled")
@@ -480,7 +482,7 @@ async def cancel(
     appt = await get_appointment(session, appointment_id)
     service = await get_service(session, appt.service_code)
     if appt.class_id is not None:
-        await _lock_class(session, appt.class_id)  # seat counts change under the class lock only
+        await lock_class(session, appt.class_id)  # seat counts change under the class lock only
     is_late = appt.status == ApptStatus.BOOKED and _is_late(service, appt, now)
     if is_late and not late:
         raise AppointmentError(

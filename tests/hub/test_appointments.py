@@ -492,3 +492,34 @@ async def test_shifts_follow_daylight_saving_in_the_store_zone(db):
     assert spring.ends_at - spring.starts_at == timedelta(hours=3)  # the clocks went forward at 02:00
     assert spring.starts_at == datetime(2031, 3, 30, 0, 0, tzinfo=UTC)
     assert summer.starts_at == datetime(2031, 7, 1, 7, 0, tzinfo=UTC)  # 09:00 CEST
+
+
+async def test_cancelling_a_class_cancels_its_seats_and_frees_the_coach(db, shop, client):
+    manager = await _headers(client, db, "mgr", "store-manager", ["beauty-1"])
+    east = await _headers(client, db, "east", "store-manager", ["beauty-2"])
+    async with db.session() as session, session.begin():
+        cls = await create_class(session, "beauty-1", "YOGA", at(16), actor="u", now=NOW)
+        seat = await book_class(session, cls.id, shop["member"], actor="u", now=NOW)
+    with pytest.raises(SlotTaken):
+        await _book(db, shop, at(16), resources=[shop["Wang"]])
+    resp = await client.post(f"/api/v1/classes/{cls.id}/cancel", json={"reason": "coach ill"}, headers=east)
+    assert resp.status == 403
+    resp = await client.post(
+        f"/api/v1/classes/{cls.id}/cancel", json={"reason": "coach ill"}, headers=manager
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["cancelled"] is True
+    assert body["cancelled_appointments"] == [seat.id]
+    again = await client.post(f"/api/v1/classes/{cls.id}/cancel", json={"reason": "x"}, headers=manager)
+    assert again.status == 409
+    freed = await _book(db, shop, at(16), resources=[shop["Wang"]])  # the coach is free again
+    assert freed.status == "booked"
+    async with db.session() as session:
+        row = await session.get(Appointment, seat.id)
+        templates = (
+            await session.scalars(select(Message.template).where(Message.member_id == shop["member"]))
+        ).all()
+    assert row.status == "cancelled"
+    assert row.cancel_reason == "the class was cancelled: coach ill"
+    assert "appointment.class_cancelled" in templates
