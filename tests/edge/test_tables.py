@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import UTC, date, datetime
 from fractions import Fraction
 from typing import Any
@@ -220,6 +221,64 @@ async def test_many_phones_seating_the_same_table_at_once_seat_one_party(restaur
     won = next(body for status, body in replies if status == 201)
     assert table["party_size"] == won["table"]["party_size"]
     assert table["bills"][0]["order_id"] == won["order"]["id"]
+
+
+async def test_a_round_cut_off_before_its_send_is_sent_once_by_the_retry(restaurant, monkeypatch):
+    api, _ = restaurant
+    await _ok(api, "POST", "/api/v1/tables/A1/open", {"party_size": 2}, 201)
+    real = api.daemon.devices.kitchen_round
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(api.daemon.devices, "kitchen_round", broken)
+    status, body = await api.call(
+        "POST", "/api/v1/tables/A1/rounds", {"items": [{"sku": "COF-LAT"}]}, key="r"
+    )
+    assert status == 503, body  # the lines are in, the send is not
+    assert await _kitchen_counts(api) == (0, 0)
+    monkeypatch.setattr(api.daemon.devices, "kitchen_round", real)
+    retried = await _round(api, "A1", {"sku": "COF-LAT"}, key="r")
+    assert [(x["sku"], x["qty"]) for x in retried["order"]["lines"]] == [("COF-LAT", "1")]
+    assert [t["changes"] for t in retried["tickets"]] == [["new"]]
+    replayed = await _round(api, "A1", {"sku": "COF-LAT"}, key="r")
+    assert (replayed["order"], replayed["tickets"]) == (retried["order"], retried["tickets"])
+    assert await _kitchen_counts(api) == (1, 1)
+
+
+async def test_tables_outlive_a_restart(tmp_path, seeded_state):
+    for name in ("catalog.json", "staff.json"):
+        (tmp_path / name).write_bytes((seeded_state / name).read_bytes())
+    settings_ = edge_settings(tmp_path, kds={"screens": [{"station": "吧台", "categories": ["咖啡"]}]})
+    async with EdgeDaemon(settings_) as daemon, aiohttp.ClientSession() as http:
+        api = Api(http, f"http://127.0.0.1:{daemon.http_port}", daemon)
+        code = await create_pairing_code(daemon.journal)
+        api.device = (await _ok(api, "POST", "/api/v1/devices/pair", {"code": code, "name": "p"}, 201))[
+            "token"
+        ]
+        await api.sign_in("mgr")
+        await _ok(api, "POST", "/api/v1/floor/areas", {"id": "hall", "name": "大厅"}, 201)
+        await _ok(
+            api,
+            "POST",
+            "/api/v1/floor/tables",
+            {"id": "A1", "area_id": "hall", "name": "A1", "seats": 2},
+            201,
+        )
+        await _ok(api, "POST", "/api/v1/tables/A1/open", {"party_size": 2}, 201)
+        order_id = (await _round(api, "A1", {"sku": "COF-LAT", "qty": "2"}))["order"]["id"]
+    async with EdgeDaemon(settings_) as daemon, aiohttp.ClientSession() as http:
+        api = Api(http, f"http://127.0.0.1:{daemon.http_port}", daemon, device=api.device)
+        await api.sign_in("w1")
+        table = await _table(api, "A1")
+        assert (table["status"], table["party_size"], table["bills"][0]["order_id"]) == (
+            "ordered",
+            2,
+            order_id,
+        )
+        assert await _send_again(api, order_id) == []
+        again = await _round(api, "A1", {"sku": "COF-LAT"})
+        assert [t["changes"] for t in again["tickets"]] == [["changed"]]
 
 
 async def _next_table_event(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
