@@ -271,10 +271,14 @@ async def patch_order(request: web.Request) -> web.Response:
 async def add_line(request: web.Request) -> web.Response:
     """Add a line by barcode or SKU."""
     body, _, idem = await staff_command(request, LineIn, "order.sell")
+    expires_on = None
     if body.barcode is not None and (gs1 := read_gs1(body.barcode)) is not None:
         refuse_expired(gs1, store_today(request.app[SETTINGS].timezone))  # AI (17) before today: refused
         body = body.model_copy(update={"barcode": gs1.gtin})
+        expires_on = gs1.expiry
     line = _build_line(_catalog(request), body)
+    if expires_on is not None:  # near-expiry promotions mark the line down by it
+        line = line.model_copy(update={"expires_on": expires_on})
     return answer(await request.app[TILL].add_line(request.match_info["order_id"], line, idem))
 
 

@@ -59,6 +59,9 @@ def order_member(view: dict[str, Any]) -> OrderMember:
         name=str(view.get("name", "")),
         level=level.get("code"),
         level_name=str(level.get("name", "")),
+        # Sent by hubs that know them; promotions for segments and daily caps read them.
+        segments=[str(s) for s in view.get("segments") or ()],
+        promotion_uses_today={str(k): int(v) for k, v in (view.get("promotion_uses_today") or {}).items()},
         discount_bp=int(level.get("discount_bp", 10_000)),
         member_prices=bool(level.get("member_prices", False)),
         points=int(view.get("points", 0)),

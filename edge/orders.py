@@ -83,6 +83,7 @@ class OrderLine(_Doc):
     explanation: str = ""
     refunded_qty: Counted = Fraction(0)
     refunded_fen: int = 0
+    expires_on: date | None = None  # from a scanned GS1 code's (17): near-expiry promotions read it
     # total_fen is after promotions (what the line is paid and refunded at); each rule's share:
     promo_discount_fen: int = 0
     promotions: list[LineAllocation] = Field(default_factory=list)
@@ -135,6 +136,8 @@ class OrderMember(_Doc):
     name: str = ""
     level: str | None = None
     level_name: str = ""
+    segments: list[str] = Field(default_factory=list)  # RFM segment and tags, for promotions
+    promotion_uses_today: dict[str, int] = Field(default_factory=dict)  # rule id -> orders today
     discount_bp: int = Field(10_000, ge=1, le=10_000)
     member_prices: bool = False
     points: int = 0
@@ -281,6 +284,7 @@ def add_line(order: Order, line: OrderLine) -> Order:
         for existing in order.lines:
             same = (
                 existing.sku == line.sku
+                and existing.expires_on == line.expires_on
                 and existing.label_price_fen is None
                 and existing.override_price_fen is None
                 and existing.unit == "piece"

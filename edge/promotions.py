@@ -8,7 +8,7 @@ even when the hub has been out of reach since noon. Pure functions over `Order`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,14 @@ from edge.orders import Order, reprice
 from protocol.promotion_rules import Cart, CartLine, Rule, RuleSet
 from protocol.promotions import evaluate
 
-__all__ = ["TillPromotions", "apply_promotions", "attach_coupon", "detach_coupon"]
+__all__ = [
+    "TillPromotions",
+    "apply_promotions",
+    "attach_coupon",
+    "detach_coupon",
+    "member_uses_today",
+    "needs_member_uses",
+]
 
 MAX_COUPONS = 5  # per order; the engine accepts more, no customer presents more
 
@@ -40,7 +47,7 @@ class TillPromotions:
         return self._catalog()
 
 
-def _cart(order: Order, catalog: Catalog | None, local_time: datetime) -> Cart:
+def _cart(order: Order, catalog: Catalog | None, local_time: datetime, uses: Mapping[str, int]) -> Cart:
     lines = []
     for line in order.lines:
         product = catalog.by_sku(line.sku) if catalog is not None else None
@@ -52,6 +59,7 @@ def _cart(order: Order, catalog: Catalog | None, local_time: datetime) -> Cart:
             "unit_price_fen": line.unit_price_fen,
             "total_fen": line.total_fen,
             "cost_fen": product.cost_fen if product is not None else None,
+            "expires_on": line.expires_on,
         }
         lines.append(CartLine.model_validate(fields))
     member = order.member
@@ -61,22 +69,32 @@ def _cart(order: Order, catalog: Catalog | None, local_time: datetime) -> Cart:
         local_time=local_time,
         member_id=member.id if member is not None else None,
         member_level=member.level if member is not None and member.level else None,
+        member_segments=member.segments if member is not None else [],
+        member_uses_today=dict(uses),
         coupons=order.coupons,
         lines=lines,
     )
 
 
-def apply_promotions(order: Order, promotions: TillPromotions, now: datetime, zone: ZoneInfo) -> Order:
+def apply_promotions(
+    order: Order,
+    promotions: TillPromotions,
+    now: datetime,
+    zone: ZoneInfo,
+    uses_today: Mapping[str, int] | None = None,
+) -> Order:
     """Price the order from scratch, then run the engine; the lines carry each rule's share.
 
     Starting from `reprice` every time is what makes this idempotent: nothing the last
-    evaluation did (a discount, a gift) is fed into the next one.
+    evaluation did (a discount, a gift) is fed into the next one. `uses_today` counts,
+    per rule, the member's other orders today (for per-member daily caps).
     """
     base = reprice(order)
     rules = promotions.rules()
     if not rules.rules and not base.coupons:
         return base
-    result = evaluate(rules, _cart(base, promotions.catalog(), now.astimezone(zone)))
+    cart = _cart(base, promotions.catalog(), now.astimezone(zone), uses_today or {})
+    result = evaluate(rules, cart)
     by_id = {line.line_id: line for line in result.lines}
     lines = []
     for line in base.lines:
@@ -101,6 +119,29 @@ def apply_promotions(order: Order, promotions: TillPromotions, now: datetime, zo
             "promotions_version": rules.version,
         }
     )
+
+
+def needs_member_uses(order: Order, promotions: TillPromotions) -> bool:
+    """Whether a per-member daily cap could apply: only then are today's orders counted."""
+    if order.member is None:
+        return False
+    rules = (*promotions.rules().rules, *order.coupons)
+    return any(rule.per_member_daily_limit is not None for rule in rules)
+
+
+def member_uses_today(order: Order, paid_today: list[Order]) -> dict[str, int]:
+    """Per rule, how many orders of the member used it today: the hub's count at lookup or
+    this till's paid orders since, whichever is more (the same order is never counted twice)."""
+    member = order.member
+    if member is None:
+        return {}
+    local: dict[str, int] = {}
+    for other in paid_today:
+        if other.member_id == member.id and other.id != order.id:
+            for rule_id in {p.rule_id for p in other.promotions}:
+                local[rule_id] = local.get(rule_id, 0) + 1
+    hub = member.promotion_uses_today
+    return {rule_id: max(hub.get(rule_id, 0), local.get(rule_id, 0)) for rule_id in hub.keys() | local.keys()}
 
 
 def attach_coupon(order: Order, coupon: Rule) -> Order:

@@ -36,7 +36,14 @@ from edge.orders import (
     plan_refund,
     reprice,
 )
-from edge.promotions import TillPromotions, apply_promotions, attach_coupon, detach_coupon
+from edge.promotions import (
+    TillPromotions,
+    apply_promotions,
+    attach_coupon,
+    detach_coupon,
+    member_uses_today,
+    needs_member_uses,
+)
 from edge.shifts import Shift, add_to, load_open_shift, save_shift
 from edge.stock_tasks import refuse_blocked
 from protocol import business_day, new_id
@@ -239,7 +246,8 @@ class Till:
             order = rule(conn, before, now)
             if self._promotions is not None and order.status in ("open", "held") and not order.tenders:
                 # Every change re-evaluates at the till's own time: a rule that started since applies.
-                order = apply_promotions(order, self._promotions, now, self._zone)
+                uses = self._member_uses(conn, order) if needs_member_uses(order, self._promotions) else {}
+                order = apply_promotions(order, self._promotions, now, self._zone, uses)
             order = order.model_copy(update={"version": before.version + 1})
             doc = _save_order(conn, order, now)
             if after is not None:
@@ -260,6 +268,16 @@ class Till:
     ) -> Reply:
         """Run another part's order change (tables: rounds, merges) exactly as the till's own run."""
         return await self._change(order_id, rule, idem, after=after, status=status, durable=durable)
+
+    @staticmethod
+    def _member_uses(conn: sqlite3.Connection, order: Order) -> dict[str, int]:
+        """The member's promotion uses today: this till's paid orders of the business day."""
+        rows = conn.execute(
+            "SELECT doc FROM orders WHERE business_day = ? AND status = 'paid'"
+            " AND json_extract(doc, '$.member_id') = ?",
+            (order.business_day.isoformat(), order.member_id),
+        )
+        return member_uses_today(order, [Order.model_validate_json(row[0]) for row in rows])
 
     async def command(self, work: Callable[[sqlite3.Connection], Reply], idem: Idempotency | None) -> Reply:
         """Run another part's command (kitchen, queue) as one transaction with the till's idempotency."""

@@ -3,7 +3,7 @@ till's own clock (also with no hub), exact refunds of promoted lines, coupons, r
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,11 @@ from drivers.layout import display_width
 from edge.access import StaffMember
 from edge.daemon import EdgeDaemon
 from edge.errors import TillError
-from edge.orders import Order, OrderLine, add_line, apply_payment
+from edge.orders import Order, OrderLine, OrderMember, add_line, apply_payment
 from edge.printing import sales_receipt
 from edge.promotions import TillPromotions, apply_promotions
 from edge.receipt import receipt
-from protocol import Snapshot, SnapshotKind, new_id
+from protocol import Snapshot, SnapshotKind, new_id, utcnow
 from protocol.promotion_rules import PercentOffRule, RuleSet
 from tests.edge.conftest import Api, edge_settings
 
@@ -250,3 +250,73 @@ def test_receipt_names_each_promotion_its_saving_and_the_total_saved(profile: Pr
     money = [c for t, c in zip(texts, cells, strict=True) if t.endswith(("-¥10.00", "-¥2.30"))]
     assert len(money) == 3  # the half-price cola on its line, then each rule's saving in the totals
     assert all(c == profile.columns for c in money)  # amounts end at the right edge
+
+
+def _member(member_id: str, **extra: Any) -> OrderMember:
+    return OrderMember.model_validate(
+        {"id": member_id, "level": "gold", "level_name": "金卡", "looked_up_at": utcnow()} | extra
+    )
+
+
+async def test_a_gs1_expiry_date_marks_the_scanned_line_down(api: Api) -> None:
+    tiers = [{"within_days": 1, "off_bp": 5000}, {"within_days": 3, "off_bp": 2000}]
+    rule = {"kind": "near_expiry", "id": "expiry", "name": "临期折扣", "tiers": tiers}
+    assert await api.daemon.snapshots.apply(_snapshot(1, [rule]))
+    today = datetime.now(SHANGHAI).date()
+    order = await api.open_order()
+
+    def gs1(days: int) -> str:
+        return f"(01)06954767410388(17){today + timedelta(days=days):%y%m%d}(10)B42"  # cola, ¥3.00
+
+    await api.add(order["id"], barcode=gs1(2))
+    await api.add(order["id"], barcode=gs1(30))
+    sold = await api.add(order["id"], barcode=gs1(2))
+    # the two near ones share a line (same expiry), the fresh one stays apart at full price
+    lines = [(x["qty"], x["expires_on"], x["total_fen"]) for x in sold["lines"]]
+    assert lines == [
+        ("2", (today + timedelta(days=2)).isoformat(), 480),
+        ("1", (today + timedelta(days=30)).isoformat(), 300),
+    ]
+    assert sold["lines"][0]["promotions"][0]["name"] == "临期折扣"
+
+
+async def test_a_daily_cap_per_member_counts_todays_orders_here_and_at_the_hub(api: Api) -> None:
+    daily = {
+        "kind": "percent_off",
+        "id": "daily",
+        "name": "会员每日一次9折",
+        "off_bp": 1000,
+        "members_only": True,
+        "per_member_daily_limit": 1,
+    }
+    assert await api.daemon.snapshots.apply(_snapshot(1, [daily]))
+    status, body = await api.call("POST", "/api/v1/shifts", {"float_fen": 0})
+    assert status == 201, body
+    till = api.daemon.till
+
+    async def sale(member: OrderMember, pay: bool) -> dict[str, Any]:
+        order = await api.open_order()
+        await api.add(order["id"], sku="DRK-002", qty="1")
+        priced = (await till.set_member(order["id"], member, None)).body["order"]
+        if pay:
+            await api.pay(order["id"], "cash", priced["total_fen"])
+        return priced
+
+    assert (await sale(_member("m-1"), pay=True))["total_fen"] == 270
+    assert (await sale(_member("m-1"), pay=False))["total_fen"] == 300  # used once today already
+    assert (await sale(_member("m-2"), pay=False))["total_fen"] == 270
+    used_elsewhere = _member("m-3", promotion_uses_today={"daily": 1})  # the hub counted another store's
+    assert (await sale(used_elsewhere, pay=False))["total_fen"] == 300
+
+
+async def test_segment_promotions_follow_the_members_segments(api: Api) -> None:
+    vip = {"kind": "percent_off", "id": "vip", "name": "VIP 8折", "off_bp": 2000, "member_segments": ["vip"]}
+    assert await api.daemon.snapshots.apply(_snapshot(1, [vip]))
+    totals = []
+    for member in (_member("m-1", segments=["vip", "coffee-lover"]), _member("m-2", segments=["new"])):
+        order = await api.open_order()
+        await api.add(order["id"], sku="DRK-002", qty="1")
+        totals.append(
+            (await api.daemon.till.set_member(order["id"], member, None)).body["order"]["total_fen"]
+        )
+    assert totals == [240, 300]
