@@ -49,7 +49,7 @@ from edge.table_views import table_view, tables_view
 from edge.till import Change, Idempotency, Reply, Till
 from protocol.pricing import Quantity
 
-__all__ = ["add_routes"]
+__all__ = ["OPENAPI_ROUTES", "add_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -449,6 +449,31 @@ async def relay_order_events(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+# For the OpenAPI document (edge.openapi): (method, path, summary, request body, "device" | "staff").
+OPENAPI_ROUTES: list[tuple[str, str, str, type[Body] | None, str]] = [
+    ("get", "/api/v1/floor", "The floor plan: areas and their tables", None, "device"),
+    ("post", "/api/v1/floor/areas", "Add an area (manager)", AreaIn, "staff"),
+    ("patch", "/api/v1/floor/areas/{area_id}", "Rename an area (manager)", AreaPatch, "staff"),
+    ("post", "/api/v1/floor/tables", "Add a table (manager)", TableIn, "staff"),
+    ("patch", "/api/v1/floor/tables/{table_id}", "Change a table (manager)", TablePatch, "staff"),
+    ("get", "/api/v1/tables", "Every table at a glance (`area`)", None, "device"),
+    ("get", "/api/v1/tables/{table_id}", "One table with its bills", None, "device"),
+    ("post", "/api/v1/tables/{table_id}/open", "Seat a party (opens its order)", OpenIn, "staff"),
+    ("post", "/api/v1/tables/{table_id}/rounds", "Add a round and send it to the kitchen", RoundIn, "staff"),
+    ("post", "/api/v1/tables/{table_id}/transfer", "Move the party to a free table", TransferIn, "staff"),
+    ("post", "/api/v1/tables/{table_id}/merge", "Merge another table's bill (cashier)", MergeIn, "staff"),
+    (
+        "post",
+        "/api/v1/tables/{table_id}/split",
+        "Split the bill by item or evenly (cashier)",
+        SplitIn,
+        "staff",
+    ),
+    ("post", "/api/v1/tables/{table_id}/bill", "The guests asked for the bill", None, "staff"),
+    ("post", "/api/v1/tables/{table_id}/release", "Free a table nobody ordered at", None, "staff"),
+]
 
 
 def add_routes(app: web.Application) -> None:

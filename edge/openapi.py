@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from edge.api import PairIn, SessionIn, StatusOut
 from edge.api_members import LookupIn, RegisterIn, TopupIn
+from edge.api_tables import OPENAPI_ROUTES
 from edge.api_till import (
     LineIn,
     LinePatch,
@@ -78,6 +79,7 @@ _ROUTES: list[tuple[str, str, str, type[BaseModel] | None, str]] = [
     ("get", "/api/v1/hub/check", "Round trip to the hub, its snapshot versions (503 offline)", None, _DEVICE),
     ("get", "/api/v1/messages", "Head office's latest messages to this store", None, _DEVICE),
 ]
+_ROUTES += OPENAPI_ROUTES  # tables (edge/api_tables.py)
 _PROBLEM = {
     "description": "refused; nothing was changed",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},

@@ -586,3 +586,15 @@ def test_a_split_refuses_what_cannot_be_split():
         [("l1", 1, 500)],
         [("n", 1, 500)],
     ]
+
+
+async def test_the_openapi_document_lists_the_table_routes(restaurant):
+    api, _ = restaurant
+    doc = await _ok(api, "GET", "/api/v1/openapi.json", token="")
+    assert set(doc["paths"]["/api/v1/tables/{table_id}/rounds"]) == {"post"}
+    assert set(doc["paths"]["/api/v1/tables"]) == {"get"}
+    split = doc["paths"]["/api/v1/tables/{table_id}/split"]["post"]
+    assert split["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SplitIn"
+    }
+    assert "from" in doc["components"]["schemas"]["MergeIn"]["properties"]
