@@ -258,6 +258,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
         api_group_buy,
         api_jobs,
         api_loyalty,
+        api_mall,
         api_members,
         api_passes,
         api_promotions,
@@ -288,5 +289,6 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_purchasing.add_routes(app)
     api_campaigns.add_routes(app)
     api_group_buy.add_routes(app)
+    api_mall.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app
