@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from drivers.sim import SimNetworkPrinter
 from edge.access import create_pairing_code
-from edge.bill_split import Piece, even_parts, split_lines, split_sent
+from edge.bill_split import Piece, even_parts, merge_sent, split_lines, split_sent
 from edge.daemon import EdgeDaemon
 from edge.devices import DeviceEntry, DeviceRegistry, save_registry
 from edge.errors import TillError
@@ -417,6 +417,26 @@ async def test_split_by_item_into_sub_bills_each_paid_on_its_own(restaurant):
     await _ok(api, "POST", "/api/v1/tables/A1/open", {"party_size": 2}, 201)
 
 
+async def test_a_held_dish_moved_to_a_sub_bill_is_fired_from_there(restaurant):
+    api, _ = restaurant
+    main = (await _ok(api, "POST", "/api/v1/tables/A3/open", {"party_size": 2}, 201))["order"]["id"]
+    order = (await _round(api, "A3", {"sku": "COF-AME"}, {"sku": "BAK-003", "course": 2, "hold": True}))[
+        "order"
+    ]
+    bread = next(x["line_id"] for x in order["lines"] if x["sku"] == "BAK-003")
+    await api.sign_in("c1")
+    bills = (await _ok(api, "POST", "/api/v1/tables/A3/split", {"items": [[{"line_id": bread}]]}, 201))[
+        "bills"
+    ]
+    part = bills[1]["id"]
+    assert [x["line_id"] for x in bills[1]["lines"]] == [bread]
+    status, body = await api.call("POST", f"/api/v1/orders/{main}/kitchen/fire", {"course": 2})
+    assert status == 409, body  # nothing of course 2 is held on the table's order any more
+    fired = await _ok(api, "POST", f"/api/v1/orders/{part}/kitchen/fire", {"course": 2})
+    assert [(t["station"], t["changes"]) for t in fired["tickets"]] == [("面点", ["fire"])]
+    assert await _kitchen_counts(api) == (1, 3)  # the round's two tickets and the one 起菜
+
+
 async def test_an_even_split_is_exact_and_its_parts_are_paid_one_by_one(restaurant):
     api, _ = restaurant
     await _ok(api, "POST", "/api/v1/tables/A2/open", {"party_size": 3}, 201)
@@ -598,3 +618,26 @@ async def test_the_openapi_document_lists_the_table_routes(restaurant):
         "$ref": "#/components/schemas/SplitIn"
     }
     assert "from" in doc["components"]["schemas"]["MergeIn"]["properties"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ours=st.dictionaries(
+        st.sampled_from(["吧台", "面点", "厨房"]), st.sets(st.text("abc", min_size=1, max_size=3))
+    ),
+    theirs=st.dictionaries(
+        st.sampled_from(["吧台", "面点", "凉菜"]), st.sets(st.text("xyz", min_size=1, max_size=3))
+    ),
+)
+def test_a_merged_sent_state_holds_every_line_of_both_once(ours, theirs):
+    def state(lines: dict[str, set[str]]) -> dict[str, dict[str, list[Any]]]:
+        return {station: {line: ["1", "", line] for line in ids} for station, ids in lines.items()}
+
+    merged = merge_sent(state(ours), state(theirs))
+    held = [(station, line) for station, lines in merged.items() for line in lines]
+    expected = [(s, x) for s, ids in ours.items() for x in ids] + [
+        (s, x) for s, ids in theirs.items() for x in ids
+    ]
+    assert sorted(held) == sorted(expected)
+    with pytest.raises(TillError):
+        merge_sent(state(ours) | {"吧台": {"dup": ["1", "", "d"]}}, {"面点": {"dup": ["1", "", "d"]}})
