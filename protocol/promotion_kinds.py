@@ -38,6 +38,7 @@ __all__ = [
     "headroom",
     "line_rule",
     "nth_item",
+    "open_lines",
     "open_to",
     "order_rule",
 ]
@@ -123,6 +124,20 @@ def open_to(rule: Rule, line: Line) -> bool:
     return True
 
 
+def open_lines(rule: Rule, lines: list[Line], indices: Iterable[int]) -> list[int]:
+    """The lines of `indices` open to the rule (`open_to`), in one pass: this runs for every rule."""
+    if rule.stock_at_least_milli is not None or rule.stock_below_milli is not None:
+        return [i for i in indices if open_to(rule, lines[i])]
+    group, stackable = rule.group, rule.stackable
+    return [
+        i
+        for i in indices
+        if not lines[i].locked
+        and (group is None or group not in lines[i].groups)
+        and (stackable or not lines[i].touched)
+    ]
+
+
 def headroom(rule: Rule, line: Line) -> int:
     """How much more the rule may take off the line: down to its cost, or to zero if allowed."""
     floor = 0 if rule.allow_below_cost or line.cost_total is None else line.cost_total
@@ -162,10 +177,11 @@ def line_rule(rule: Rule, lines: list[Line], eligible: list[int], cart: Cart) ->
     amounts: dict[int, int] = {}
     applications = 0
     remaining = rule.max_applications
+    below_cost = rule.allow_below_cost
     for index in eligible:
         line = lines[index]
-        if headroom(rule, line) == 0:
-            continue
+        if line.net <= (0 if below_cost or line.cost_total is None else line.cost_total):
+            continue  # no room above the floor
         amount = _per_line(rule, line, cart)
         if amount <= 0:
             continue

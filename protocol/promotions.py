@@ -20,10 +20,9 @@ from protocol.promotion_kinds import (
     bundle,
     buy_x_get_y,
     gift,
-    headroom,
     line_rule,
     nth_item,
-    open_to,
+    open_lines,
     order_rule,
 )
 from protocol.promotion_rules import (
@@ -121,6 +120,9 @@ def _live(rule: Rule, cart: Cart, clock: _Clock) -> bool:
     return _in_window(rule.window, clock)
 
 
+_NOTHING = Outcome({}, 0, [])  # shared: outcomes are never changed once made
+
+
 def _outcome(
     rule: Rule, lines: list[Line], cart: Cart, index: Index, skip: frozenset[int] = frozenset()
 ) -> Outcome:
@@ -128,9 +130,12 @@ def _outcome(
     if isinstance(rule, BundleRule):
         outcome = bundle(rule, lines, index)
     else:
-        eligible = [i for i in index.in_scope(rule.scope, lines) if i not in skip and open_to(rule, lines[i])]
+        scoped = index.in_scope(rule.scope, lines)
+        if skip:
+            scoped = [i for i in scoped if i not in skip]
+        eligible = open_lines(rule, lines, scoped) if scoped else scoped
         if not eligible:
-            return Outcome({}, 0, [])
+            return _NOTHING
         if isinstance(rule, NthItemRule):
             outcome = nth_item(rule, lines, eligible)
         elif isinstance(rule, BuyXGetYRule):
@@ -141,15 +146,28 @@ def _outcome(
             return gift(rule, lines, eligible)
         else:
             outcome = line_rule(rule, lines, eligible, cart)
-    amounts = {i: min(a, headroom(rule, lines[i])) for i, a in outcome.amounts.items()}
-    amounts = {i: a for i, a in amounts.items() if a > 0}
+    return _within_limits(rule, outcome, lines)
+
+
+def _within_limits(rule: Rule, outcome: Outcome, lines: list[Line]) -> Outcome:
+    """The outcome with each line kept above its floor and the total within the rule's cap."""
+    if not outcome.amounts:
+        return _NOTHING
+    below_cost = rule.allow_below_cost
+    amounts: dict[int, int] = {}
+    for i, amount in outcome.amounts.items():
+        line = lines[i]
+        room = line.net - (0 if below_cost or line.cost_total is None else line.cost_total)
+        if room > 0 and amount > 0:
+            amounts[i] = min(amount, room)  # the floor: zero, or the line's cost
     cap = rule.max_discount_fen
     if cap is not None and sum(amounts.values()) > cap:
         keys = sorted(amounts)
         parts = allocate(cap, [amounts[i] for i in keys])  # each part stays within its amount
         amounts = {i: p for i, p in zip(keys, parts, strict=True) if p > 0}
-    applications = outcome.applications if amounts else 0
-    return Outcome(amounts, applications, outcome.covered)
+    if not amounts:
+        return _NOTHING
+    return Outcome(amounts, outcome.applications, outcome.covered)
 
 
 def _apply(rule: Rule, outcome: Outcome, lines: list[Line]) -> AppliedRule:
