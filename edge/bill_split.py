@@ -160,7 +160,9 @@ def split_lines(
             bills[piece.owner].append(new_line)
         if wanted:
             pieces[line.line_id] = cut
-    return [bill for bill in bills if bill or bill is bills[0]], pieces
+    if not bills[-1]:
+        bills.pop()  # the last part stayed on the table's order
+    return bills, pieces
 
 
 def regroup(order: Order, lines: list[OrderLine], **update: Any) -> Order:

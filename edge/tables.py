@@ -374,11 +374,9 @@ def split_by_item(
             "INSERT INTO seating_orders (order_id, seating_id, role) VALUES (?, ?, 'part')",
             (child.id, seating_id),
         )
-    if (
-        sum(o.total_fen for o in orders) != order.total_fen
-    ):  # the allocation guarantees it; never sell past it
+    if sum(o.total_fen for o in orders) != order.total_fen:  # allocation guarantees it; never trust blindly
         raise TillError(
-            f"order {order.number:04d}: the sub-bills do not add up to the bill; nothing was split"
+            f"order {order.number:04d}: the sub-bills would not add up to the bill; nothing was split"
         )
     sent = split_sent(_sent(conn, order.id), pieces, len(bills))
     plan = dict(
