@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field, StrictBool, StrictInt, model_validator
 
-from edge import kds, tables
+from edge import kds, queue_calls, tables
 from edge.access import StaffMember
 from edge.api import (
     BUS,
@@ -90,10 +90,11 @@ class TablePatch(Body):
 
 
 class OpenIn(Body):
-    """Seat a party."""
+    """Seat a party; a called queue number (排队) given here is marked seated with it."""
 
     party_size: StrictInt = Field(ge=1, le=99)
     note: str = Field("", max_length=200, pattern=_TEXT)
+    queue_ticket_id: str | None = Field(None, pattern=_ID)
 
 
 class RoundItem(Body):
@@ -232,13 +233,16 @@ async def open_table(request: web.Request) -> web.Response:
     """Seat a party at a free table; its order is opened with it."""
     body, staff, idem = await staff_command(request, OpenIn, "order.sell")
     table_id = request.match_info["table_id"]
-    settings = request.app[SETTINGS]
+    settings, devices = request.app[SETTINGS], request.app[DEVICES]
 
     def work(conn: sqlite3.Connection) -> Reply:
         now = _now()
         order = tables.open_table(
             conn, settings, table_id, body.party_size, staff_id=staff.id, now=now, note=body.note
         )
+        if body.queue_ticket_id is not None:
+            queue_calls.finish_ticket(conn, body.queue_ticket_id, "seated", now)
+            devices.live.fire()  # the waiting-area display drops the number
         return Reply(
             201,
             {"order": order.model_dump(mode="json"), "table": table_view(conn, table_id, now)},

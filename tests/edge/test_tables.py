@@ -466,6 +466,23 @@ async def test_an_even_split_is_exact_and_its_parts_are_paid_one_by_one(restaura
     assert (await _table(api, "A2"))["status"] == "free"
 
 
+async def test_seating_a_called_queue_number_opens_the_table_and_seats_the_number(restaurant):
+    api, _ = restaurant
+    taken = await _ok(api, "POST", "/api/v1/queue/tickets", {"party_size": 4, "print": False}, 201)
+    ticket = taken["ticket"]["id"]
+    status, body = await api.call(
+        "POST", "/api/v1/tables/A1/open", {"party_size": 4, "queue_ticket_id": ticket}
+    )
+    assert status == 409, body  # not called yet: nothing opened
+    assert (await _table(api, "A1"))["status"] == "free"
+    await _ok(api, "POST", f"/api/v1/queue/tickets/{ticket}/call")
+    await _ok(api, "POST", "/api/v1/tables/A1/open", {"party_size": 4, "queue_ticket_id": ticket}, 201)
+    state = await api.daemon.journal.read(
+        lambda c: c.execute("SELECT state FROM queue_tickets WHERE id = ?", (ticket,)).fetchone()[0]
+    )
+    assert state == "seated"
+
+
 async def test_release_frees_a_table_nobody_ordered_at(restaurant):
     api, _ = restaurant
     opened = await _ok(api, "POST", "/api/v1/tables/A3/open", {"party_size": 2}, 201)
