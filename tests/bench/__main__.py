@@ -30,7 +30,7 @@ from hub.config import BrokerSettings, HubSettings
 from hub.service import Hub
 from hub.stores import add_store, list_stores, record_status
 from protocol import Status, decode, encode, topics
-from tests.bench import hardware, member_rpc, rfm, sync, till
+from tests.bench import hardware, member_rpc, promotions, rfm, stock, sync, till
 from tests.conftest import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -406,12 +406,33 @@ async def _rfm(tmp: Path) -> Section:
     )
 
 
+def _goals_from(rows: list[Row], goal_s: dict[int, float], what: str = "p99") -> list[str]:
+    """One goal line per row: `goal_s[i]` is row i's limit in seconds, checked against its p99."""
+    return [
+        f"- {rows[i][0]}: {what} {_p99(rows[i][2]) * 1000:,.1f} ms, {_verdict(_p99(rows[i][2]) < limit)}"
+        for i, limit in goal_s.items()
+        if i < len(rows)
+    ]
+
+
+async def _stock(tmp: Path) -> Section:
+    rows = await _skippable("stock ledger", stock.rows(tmp)) or []
+    return Section(rows=rows, goals=_goals_from(rows, {0: 0.2, 1: 0.2, 2: 1.0}))
+
+
+async def _promotions(tmp: Path) -> Section:
+    rows = await promotions.rows(tmp)
+    return Section(rows=rows, goals=_goals_from(rows, {0: 0.005}))
+
+
 # name → (heading, runner); the document keeps this order.
 GROUPS: dict[str, tuple[str, Callable[[Path], Awaitable[Section]]]] = {
     "core": ("Edge: codec, status, till, printing, scanning, memory", _core),
     "sync": ("Sync: backlog drain and many stores", _sync),
     "members": ("Members: RPC at the till", _members),
     "rfm": ("Members: nightly segments", _rfm),
+    "stock": ("Inventory: stock ledger and replenishment", _stock),
+    "promotions": ("Promotions: the engine at every scan", _promotions),
 }
 _BLOCK = re.compile(r"<!-- bench:(?P<name>[a-z]+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->\n", re.S)
 
