@@ -39,8 +39,8 @@ from hub.member_facts import MemberOrder
 from hub.member_search import MemberQuery, UnknownLevel, UnknownTag, search_statement
 from hub.member_segments import UnknownSegment, check_segment
 from hub.member_tag_tables import MemberSegment, MemberTag, MemberTagLink
-from hub.members import Member, open_transaction
-from hub.messaging import CHANNELS, Category, NewMessage, enqueue_many
+from hub.members import Member
+from hub.messaging import CHANNELS, Category, NewMessage, enqueue_many, lock_for_write
 from hub.messaging_tables import Campaign, CampaignState, Message, MessageState
 from protocol import new_id
 
@@ -371,11 +371,13 @@ async def release_due(db: Database, now: datetime) -> str:
     released: list[str] = []
     while True:
         async with db.session() as session, session.begin():
+            # SQLite: the write lock first, so two passes cannot both take a campaign, and the
+            # savepoint below is not the outermost transaction (see hub.members.open_transaction).
+            await lock_for_write(session)
             campaign = await _due(session, now)
             if campaign is None:
                 break
             campaign_id, name = campaign.id, campaign.name
-            await open_transaction(session)  # SQLite: the savepoint below must not be the outermost
             try:
                 async with session.begin_nested():
                     await _release(session, campaign, now)

@@ -34,7 +34,7 @@ from hub.group_buy_tables import (
     Participation,
     ParticipationState,
 )
-from hub.messaging import Category, enqueue_message
+from hub.messaging import Category, enqueue_message, lock_for_write
 from hub.stored_value import Source, StoredValueError, debit, move, resolve_member
 from hub.stored_value_tables import LedgerEntry, LedgerKind
 from protocol import format_yuan, new_id
@@ -198,21 +198,10 @@ async def create_offer(session: AsyncSession, body: OfferIn, *, actor: str) -> G
     return offer
 
 
-async def _write_lock(session: AsyncSession) -> None:
-    """SQLite: take the database's write lock now (BEGIN IMMEDIATE), so what this transaction reads
-    stays true until it commits; pysqlite would only BEGIN at the first write, after the reads."""
-    conn = await session.connection()
-    if conn.dialect.name != "sqlite":
-        return
-    raw = await conn.get_raw_connection()
-    if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
-        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 async def get_offer(session: AsyncSession, offer_id: str, *, lock: bool = False) -> GroupBuyOffer:
     """The offer, locked for this transaction with `lock` (its row on PostgreSQL, the writer on SQLite)."""
     if lock:
-        await _write_lock(session)
+        await lock_for_write(session)
     query = select(GroupBuyOffer).where(GroupBuyOffer.id == offer_id)
     if lock:
         query = query.with_for_update().execution_options(populate_existing=True)
@@ -457,7 +446,7 @@ async def expire_groups(
     (groups, refunds) done. Each group is taken under its offer's lock, so a join that
     raced the deadline either filled the group first or finds it over.
     """
-    await _write_lock(session)
+    await lock_for_write(session)
     due = (
         await session.execute(
             select(Group.id, Group.offer_id)

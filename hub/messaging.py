@@ -44,6 +44,7 @@ __all__ = [
     "enqueue_many",
     "enqueue_message",
     "is_unsubscribed",
+    "lock_for_write",
     "resubscribe",
     "unsubscribe",
 ]
@@ -163,6 +164,19 @@ def _check(message: NewMessage) -> dict[str, str]:
             raise MessagingError(f"params.{name}: at most {_MAX_PARAM_LEN} characters")
         params[name] = text
     return params
+
+
+async def lock_for_write(session: AsyncSession) -> None:
+    """SQLite: take the database's write lock now (BEGIN IMMEDIATE), so what this transaction reads
+    stays true until it commits; pysqlite would BEGIN only at the first write, after the reads.
+    PostgreSQL: nothing (callers lock rows with FOR UPDATE).
+    """
+    conn = await session.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    raw = await conn.get_raw_connection()
+    if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _insert(session: AsyncSession) -> Any:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.db import AsyncSession, Database
 from hub.members import Member
-from hub.messaging import LogSender, OutgoingMessage, Sender, SendFailed, is_unsubscribed
+from hub.messaging import LogSender, OutgoingMessage, Sender, SendFailed, is_unsubscribed, lock_for_write
 from hub.messaging_settings import MessagingSettings
 from hub.messaging_tables import Category, Message, MessageState
 from protocol import Backoff
@@ -155,6 +155,7 @@ async def _claim(
     db: Database, senders: Mapping[str, Sender], policy: OutboxPolicy, now: datetime, result: PassResult
 ) -> list[tuple[OutgoingMessage, int]]:
     async with db.session() as session, session.begin():
+        await lock_for_write(session)  # SQLite: one claim at a time; PostgreSQL locks rows below
         query = (
             select(Message)
             .where(

@@ -38,7 +38,9 @@ from hub.messaging import LogSender
 from hub.messaging_settings import MessagingSettings
 from hub.messaging_tables import Campaign, Message
 from hub.messaging_worker import build_outbox, send_due
+from hub.stored_value import Source, topup
 from hub.stores import add_store
+from tests.hub.loyalty_helpers import set_levels
 
 SH = ZoneInfo("Asia/Shanghai")
 _PHONES = itertools.count(1)
@@ -422,3 +424,24 @@ async def test_unsubscribe_api(db, client, users):
     assert (await resp.json())["unsubscribed"] == []
     resp = await client.post("/api/v1/members/nobody/unsubscribe", json={}, headers=users["li"])
     assert resp.status == 404
+
+
+async def test_level_audiences_follow_the_levels_the_till_sees(db):
+    await set_levels(
+        db,
+        metric="topup",
+        levels=[
+            {"code": "silver", "name": "银卡", "rank": 1, "threshold": 0},
+            {"code": "gold", "name": "金卡", "rank": 2, "threshold": 5000},
+        ],
+    )
+    rich = await _member(db)
+    poor = await _member(db)
+    async with db.session() as session, session.begin():
+        await topup(
+            session, rich, 10_000, payment_method="cash", payment_reference=None, source=Source(actor="t")
+        )
+    day = date(2026, 12, 1)
+    assert await _audience(db, day, levels=["gold"]) == {rich}
+    assert await _audience(db, day, levels=["silver"]) == {poor}
+    assert await _audience(db, day, levels=["silver", "gold"]) == {rich, poor}

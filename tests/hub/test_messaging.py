@@ -4,11 +4,13 @@ final failures, lease takeover, and the unsubscribe API (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -400,3 +402,19 @@ async def test_aliyun_sender_unreachable_is_retryable():
         with pytest.raises(SendFailed, match="unreachable") as info:
             await sender.send(OutgoingMessage("m1", "sms", "13800000001", "promo", {}))
     assert info.value.retryable
+
+
+async def test_concurrent_passes_never_exceed_the_frequency_cap(db):
+    """Hub instances share the outbox (SKIP LOCKED); the per-member lock keeps the cap exact across them."""
+    members = [await _member(db, f"1380000010{i}") for i in range(3)]
+    for member in members:
+        for i in range(8):
+            await _enqueue(db, member, f"{member}:{i}")
+    policy = OutboxPolicy(marketing_cap=3, batch=4)
+    sender = LogSender(keep=1000)
+    for _ in range(3):
+        await asyncio.gather(*(send_due(db, {"sms": sender}, policy, now=T0) for _ in range(6)))
+    per_member = Counter(m.recipient for m in sender.sent)
+    assert per_member == {f"1380000010{i}": 3 for i in range(3)}
+    states = Counter(state for state, _ in (await _states(db)).values())
+    assert states == {MessageState.SENT: 9, MessageState.SUPPRESSED: 15}
