@@ -280,6 +280,7 @@ def _plan_round(
                 x.line_id
                 for x in change.before.lines
                 if x.sku == line.sku
+                and x.expires_on == line.expires_on
                 and x.unit == "piece"
                 and not x.note
                 and x.label_price_fen is None
