@@ -21,8 +21,8 @@ from edge import access
 from edge.appointments import AppointmentDesk
 from edge.commands import recent_messages
 from edge.config import EdgeSettings
-from edge.device_manager import DeviceManager
 from edge.coupons import CouponDesk
+from edge.device_manager import DeviceManager
 from edge.devices import UnknownDevice
 from edge.errors import TillError
 from edge.events import EventBus
