@@ -16,9 +16,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from hub.broker import free_port
+from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.members import merge_members
 from hub.messaging import (
@@ -32,9 +34,10 @@ from hub.messaging import (
     resubscribe,
     unsubscribe,
 )
-from hub.messaging_settings import AliyunSmsSettings
+from hub.messaging_settings import AliyunSmsSettings, MessagingSettings
 from hub.messaging_tables import Message, MessageState
-from hub.messaging_worker import OutboxPolicy, send_due
+from hub.messaging_worker import OutboxPolicy, build_outbox, send_due
+from hub.service import Hub
 from hub.sms_aliyun import AliyunSmsSender, percent_encode, sign
 from tests.hub.loyalty_helpers import new_member
 
@@ -418,3 +421,22 @@ async def test_concurrent_passes_never_exceed_the_frequency_cap(db):
     assert per_member == {f"1380000010{i}": 3 for i in range(3)}
     states = Counter(state for state, _ in (await _states(db)).values())
     assert states == {MessageState.SENT: 9, MessageState.SUPPRESSED: 15}
+
+
+def test_settings_pick_the_sender_and_the_service_runs_the_worker(tmp_path):
+    with pytest.raises(ValidationError, match=r"needs a \[messaging\.aliyun\] section"):
+        MessagingSettings(sms_sender="aliyun")
+    db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    aliyun = MessagingSettings(
+        sms_sender="aliyun",
+        marketing_cap=5,
+        aliyun=AliyunSmsSettings(access_key_id="id", access_key_secret="s", sign_name="店"),
+    )
+    worker = build_outbox(db, aliyun)
+    assert isinstance(worker.senders["sms"], AliyunSmsSender)
+    assert (worker.policy.marketing_cap, worker.policy.cap_days) == (5, 7)
+    assert isinstance(build_outbox(db, MessagingSettings()).senders["sms"], LogSender)
+    settings = HubSettings(state_dir=tmp_path, broker={"bind": "127.0.0.1", "port": free_port()})
+    assert Hub(settings, db=db).outbox is not None
+    off = settings.model_copy(update={"messaging": MessagingSettings(enabled=False)})
+    assert Hub(off, db=db).outbox is None
