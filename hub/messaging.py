@@ -97,8 +97,13 @@ class Sender(Protocol):
         ...
 
 
+def _masked(recipient: str) -> str:
+    """A phone number as logs may show it (138****0001)."""
+    return f"{recipient[:3]}****{recipient[-4:]}" if len(recipient) >= 8 else "****"
+
+
 class LogSender:
-    """The demo's sender: logs each message and keeps the last `keep` of them for the dashboard and tests."""
+    """The demo's sender: logs each message (number masked) and keeps the last `keep` of them in memory."""
 
     def __init__(self, keep: int = 200):
         self.sent: deque[OutgoingMessage] = deque(maxlen=keep)
@@ -108,7 +113,7 @@ class LogSender:
         log.info(
             "message %s to %s via %s: %s %s",
             message.id,
-            message.recipient,
+            _masked(message.recipient),
             message.channel,
             message.template,
             dict(message.params),

@@ -323,9 +323,19 @@ class OutboxWorker:
             await self._stack.aclose()
 
     async def run_once(self) -> PassResult:
-        """One pass: every tick, then send batches until none is full."""
+        """One pass: every tick, then send batches until none is full.
+
+        A tick that fails for its own reason (a bug) is logged and the pass goes on, so one
+        broken campaign cannot stop group-buy refunds or messages; a database error ends the pass.
+        """
         for tick in self.ticks:
-            summary = await tick(self.db, datetime.now(UTC))
+            try:
+                summary = await tick(self.db, datetime.now(UTC))
+            except (SQLAlchemyError, OSError):
+                raise
+            except Exception:
+                log.exception("outbox tick %s failed", getattr(tick, "__qualname__", tick))
+                continue
             if summary:
                 log.info("%s", summary)
         total = PassResult()

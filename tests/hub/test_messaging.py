@@ -36,7 +36,7 @@ from hub.messaging import (
 )
 from hub.messaging_settings import AliyunSmsSettings, MessagingSettings
 from hub.messaging_tables import Message, MessageState
-from hub.messaging_worker import OutboxPolicy, build_outbox, send_due
+from hub.messaging_worker import OutboxPolicy, OutboxWorker, build_outbox, send_due
 from hub.service import Hub
 from hub.sms_aliyun import AliyunSmsSender, percent_encode, sign
 from tests.hub.loyalty_helpers import new_member
@@ -440,3 +440,20 @@ def test_settings_pick_the_sender_and_the_service_runs_the_worker(tmp_path):
     assert Hub(settings, db=db).outbox is not None
     off = settings.model_copy(update={"messaging": MessagingSettings(enabled=False)})
     assert Hub(off, db=db).outbox is None
+
+
+async def test_a_failing_tick_does_not_stop_sending_and_logs_mask_numbers(db, caplog):
+    member = await _member(db, "13912345678")
+    await _enqueue(db, member, "after-broken-tick", category=Category.TRANSACTIONAL)
+
+    async def broken(_db: Database, _now: datetime) -> str:
+        raise ValueError("a bug in a campaign")
+
+    sender = LogSender()
+    worker = OutboxWorker(db, {"sms": sender}, ticks=(broken,))
+    with caplog.at_level("INFO", logger="hub"):
+        result = await worker.run_once()
+    assert result.sent == 1
+    assert "outbox tick" in caplog.text
+    assert "139****5678" in caplog.text
+    assert "13912345678" not in caplog.text
