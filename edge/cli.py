@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
+import io
 import logging
 import socket
 import sqlite3
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import qrcode
 from pydantic import ValidationError
+from zeroconf import get_all_addresses
 
 from drivers import SerialScale, WeightReading, encode
 from drivers.discovery import scan_local
@@ -22,6 +27,7 @@ from edge.catalog import CatalogStore
 from edge.config import EdgeSettings
 from edge.device_manager import preview
 from edge.devices import DeviceEntry, load_registry, network_id, save_registry
+from edge.discovery import KDS_PATH
 from edge.errors import EdgeError
 from edge.journal import Journal, daemon_lock, restore
 from edge.print_queue import enqueue, recent_jobs
@@ -107,6 +113,61 @@ def cmd_pair(args: argparse.Namespace) -> None:
     print(
         f"printed on {entry.name} with a QR the app scans (job {asyncio.run(_with_journal(settings, queue))})"
     )
+
+
+def _lan_host(settings: EdgeSettings) -> str:
+    """The address a tablet on the LAN opens: the bind address, else this machine's first LAN IPv4.
+
+    An IP rather than `<host>.local`: many Android browsers do not resolve mDNS names.
+    """
+    if settings.http_host not in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
+        return settings.http_host
+    lan = [address for address in get_all_addresses() if not address.startswith("127.")]
+    return lan[0] if lan else f"{socket.gethostname()}.local"
+
+
+def _terminal_qr(text: str) -> str:
+    qr = qrcode.QRCode(border=2)
+    qr.add_data(text)
+    qr.make(fit=True)
+    out = io.StringIO()
+    qr.print_ascii(out=out, invert=True)
+    return out.getvalue()
+
+
+def cmd_kds_qr(args: argparse.Namespace) -> None:
+    """Pair a kitchen screen per station and show its page link as a QR (terminal and receipt printer)."""
+    settings = _settings(args)
+    screens = [screen.station for screen in settings.kds.screens]
+    if not screens:
+        raise ValueError("no kitchen screens yet; list them under [kds] screens in edge.toml")
+    if args.station is not None and args.station not in screens:
+        raise ValueError(
+            f"no kitchen screen for station {args.station!r}; the screens are {', '.join(screens)}"
+        )
+    host = args.host or _lan_host(settings)
+    receipt = None if args.no_print else load_registry(settings.state_dir).by_role("receipt")
+
+    async def pair(journal: Journal, station: str) -> tuple[str, str, str | None]:
+        code = await access.create_pairing_code(journal)
+        device_id, token = await access.pair_device(journal, code, f"后厨屏 {station}")
+        query = urllib.parse.urlencode({"station": station, "token": token})
+        url = f"http://{host}:{settings.http_port}{KDS_PATH}?{query}"
+        if receipt is None:
+            return device_id, url, None
+        slip = printing.kds_link_ticket(station, url, device_id, store_name=settings.store_name)
+        payload = encode(slip, receipt.profile())
+        job = await journal.transaction(lambda conn: enqueue(conn, receipt.id, "pairing", None, payload))
+        return device_id, url, job
+
+    for station in [args.station] if args.station is not None else screens:
+        device_id, url, job = asyncio.run(_with_journal(settings, functools.partial(pair, station=station)))
+        print(f"kitchen screen {station}: {url}")
+        print(_terminal_qr(url))
+        where = f"printed on {receipt.name} (job {job})" if receipt is not None and job else "not printed"
+        print(f"device {device_id}; {where}; revoke with `storelink-edge paired --revoke {device_id}`")
+    if receipt is None and not args.no_print:
+        print("no receipt printer: scan the QR above from this screen")
 
 
 def cmd_paired(args: argparse.Namespace) -> None:
@@ -364,6 +425,14 @@ def _parser() -> argparse.ArgumentParser:
     pair = sub.add_parser("pair", help="show a code to pair a phone or tablet")
     pair.add_argument("--print", action="store_true", help="also print it with a QR on the receipt printer")
     pair.set_defaults(func=cmd_pair)
+    kds_cmd = sub.add_parser("kds", help="kitchen screens").add_subparsers(dest="sub", required=True)
+    kds_qr = kds_cmd.add_parser("qr", help="pair a kitchen screen and show/print its page link as a QR")
+    kds_qr.add_argument("station", nargs="?", help="a station under [kds] screens (default: every screen)")
+    kds_qr.add_argument("--host", help="address the tablets open (default: this machine's LAN address)")
+    kds_qr.add_argument(
+        "--no-print", action="store_true", help="only show it here, not on the receipt printer"
+    )
+    kds_qr.set_defaults(func=cmd_kds_qr)
     paired = sub.add_parser("paired", help="list paired devices (or --revoke ID)")
     paired.add_argument("--revoke", metavar="DEVICE_ID")
     paired.set_defaults(func=cmd_paired)

@@ -28,9 +28,10 @@ from edge.config import DiscoverySettings
 from edge.devices import DeviceEntry, DeviceRegistry, load_registry, network_id, save_registry
 from protocol.aio import cancel_and_wait
 
-__all__ = ["Discovery", "entry_for"]
+__all__ = ["KDS_PATH", "Discovery", "entry_for"]
 
 log = logging.getLogger(__name__)
+KDS_PATH = "/kds"  # served by edge.api_kds; announced in the gateway's mDNS TXT record
 
 
 def entry_for(device: DeviceInfo, role: str | None = None) -> DeviceEntry | None:
@@ -177,7 +178,11 @@ class Discovery:
             return
         try:
             ad = await advertise_gateway(
-                zc, f"storelink {self._store}", port, {"store": self._store, "api": "/api/v1"}
+                zc,
+                f"storelink {self._store}",
+                port,
+                # `kds`: the kitchen screen page, so a screen app that browses finds it without a QR.
+                {"store": self._store, "api": "/api/v1", "kds": KDS_PATH},
             )
         except (ZeroconfError, OSError) as err:
             log.warning("cannot announce the gateway on the LAN (%s); screens need its address typed", err)

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_FOOTER",
     "Paper",
     "PrintTemplateError",
+    "kds_link_ticket",
     "pairing_ticket",
     "paper_columns",
     "printer_test_page",
@@ -390,6 +391,30 @@ def pairing_ticket(
         QR(url, module_size=6),
         Text(f"{valid_minutes} 分钟内有效，仅可配对一台设备", align="center"),
         Text(f"Valid for {valid_minutes} minutes, one device", align="center"),
+        Cut(),
+    ]
+    return doc
+
+
+def kds_link_ticket(
+    station: str, url: str, device_id: str, *, store_name: str | None = None
+) -> list[Element]:
+    """A kitchen screen's link as a QR: the tablet scans it and opens the station page, paired.
+
+    The link carries the screen's device token, so the slip says how to revoke it.
+    """
+    doc: list[Element] = []
+    if store_name:
+        doc.append(Text(store_name, bold=True, align="center"))
+    doc += [
+        Text("后厨屏 KITCHEN SCREEN", height=2, bold=True, align="center"),
+        Text(station, width=2, height=2, bold=True, align="center"),
+        Feed(),
+        QR(url, module_size=5),
+        Text("用平板扫码打开本工位页面", align="center"),
+        Text("扫码后请销毁本单 / destroy after scanning", align="center"),
+        Text("撤销 revoke: storelink-edge paired --revoke"),
+        Text(device_id),
         Cut(),
     ]
     return doc
