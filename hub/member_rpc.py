@@ -17,6 +17,7 @@ from hub import points
 from hub.db import AsyncSession
 from hub.levels import level_of
 from hub.member_codes import MemberCodeRefused, redeem_code
+from hub.member_promo_facts import member_segments, promotion_uses_today
 from hub.member_search import birthday_in_year
 from hub.members import (
     Gender,
@@ -99,23 +100,24 @@ def _parse(model: type[P], params: dict[str, Any]) -> P:
         raise RpcError(f"{field}: {message}" if field else message) from None
 
 
-async def _store_today(session: AsyncSession, store: str) -> date:
+async def _store_zone(session: AsyncSession, store: str) -> ZoneInfo:
     timezone = await session.scalar(select(Store.timezone).where(Store.id == store))
     try:
-        zone = ZoneInfo(timezone or _DEFAULT_TZ)
+        return ZoneInfo(timezone or _DEFAULT_TZ)
     except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo(_DEFAULT_TZ)
-    return datetime.now(UTC).astimezone(zone).date()
+        return ZoneInfo(_DEFAULT_TZ)
 
 
 async def member_view(session: AsyncSession, member: Member, store: str) -> dict[str, Any]:
-    """What the till shows and prices with: level, spendable points, balances, usable passes.
+    """What the till shows and prices with: level, spendable points, balances, usable passes,
+    and the promotion facts (`segments`, `promotion_uses_today`, see hub.member_promo_facts).
 
     The phone is masked (the cashier confirms the last four digits with the member);
     `birthday_today` uses the store's calendar date (29 February on 28 February in
     common years).
     """
-    today = await _store_today(session, store)
+    zone = await _store_zone(session, store)
+    today = datetime.now(UTC).astimezone(zone).date()
     principal_fen, bonus_fen = await stored_value_balances(session, member.id)
     birthday_today = member.birthday is not None and birthday_in_year(member.birthday, today.year) == today
     return {
@@ -132,6 +134,8 @@ async def member_view(session: AsyncSession, member: Member, store: str) -> dict
         },
         "passes": await passes_of(session, member.id),
         "birthday_today": birthday_today,
+        "segments": await member_segments(session, member.id),
+        "promotion_uses_today": await promotion_uses_today(session, member.id, zone),
     }
 
 
