@@ -167,7 +167,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document."""
-    return web.json_response(openapi_document(VERSION), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+    document = openapi_document(VERSION, request.app.router)
+    return web.json_response(document, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
 async def create_token(request: web.Request) -> web.Response:

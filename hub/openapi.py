@@ -1,14 +1,20 @@
-"""OpenAPI 3.1 document of the head-office API, built from the pydantic bodies."""
+"""OpenAPI 3.1 document of the head-office API: every registered route, schemas where known.
+
+The operations below are written by hand where the route's request and response models are known;
+every other route the app registers gets a generated operation (`protocol.openapi`).
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel
 
+from hub.catalog import ProductIn
 from hub.loyalty_rules import LevelsConfig, PointsRules
 from hub.member_schemas import (
-    MEMBER_MODELS,
     BirthdayPage,
     ImportReportOut,
     MemberCodeOut,
@@ -19,37 +25,13 @@ from hub.member_schemas import (
     MergeIn,
 )
 from hub.schemas import Health, StoreList, TokenOut, TokenRequest, WhoAmI
-from protocol import Problem
+from protocol.openapi import Route, path_parameters, resolve_refs, routes_of
+from protocol.openapi import body as _body
+from protocol.openapi import json_response as _json
+from protocol.openapi import problem_response as _problem
+from protocol.openapi import ref as _ref
 
 __all__ = ["openapi_document"]
-
-_MODELS: list[type[BaseModel]] = [
-    Health,
-    StoreList,
-    TokenOut,
-    TokenRequest,
-    WhoAmI,
-    Problem,
-    LevelsConfig,
-    PointsRules,
-    *MEMBER_MODELS,
-]
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/problem+json": {"schema": _ref(Problem)}},
-    }
-
 
 _AUTH_ERRORS = {"401": _problem("missing, expired or revoked token"), "403": _problem("forbidden")}
 
@@ -94,10 +76,6 @@ def _loyalty_paths() -> dict[str, Any]:
             "get": {"summary": "Level, counters and level history", "responses": plain}
         },
     }
-
-
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
 
 
 _XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -195,65 +173,124 @@ def _member_paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    """The whole document; every path except health, sign-in and this one needs a token."""
-    schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+def _curated() -> dict[str, dict[str, Any]]:
+    """The hand-written operations, by path and method."""
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "storelink hub (head office)", "version": version},
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "/api/v1/health": {
+            "get": {
+                "summary": "Liveness of the hub, its database and broker link",
+                "responses": {"200": _json(Health, "healthy"), "503": _json(Health, "degraded")},
+            }
         },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/api/v1/health": {
-                "get": {
-                    "summary": "Liveness of the hub, its database and broker link",
-                    "security": [],
-                    "responses": {
-                        "200": _json(Health, "healthy"),
-                        "503": _json(Health, "degraded"),
-                    },
-                }
-            },
-            "/api/v1/auth/token": {
-                "post": {
-                    "summary": "Sign in for a bearer token",
-                    "security": [],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref(TokenRequest)}},
-                    },
-                    "responses": {
-                        "201": _json(TokenOut, "signed in"),
-                        "401": _problem("wrong user name or password"),
-                        "422": _problem("invalid body"),
-                        "429": _problem("too many failed sign-ins; see Retry-After"),
-                    },
-                },
-                "delete": {
-                    "summary": "Revoke the token used for this request",
-                    "responses": {"204": {"description": "revoked"}, **_AUTH_ERRORS},
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+            }
+        },
+        "/api/v1/auth/token": {
+            "post": {
+                "summary": "Sign in for a bearer token",
+                "requestBody": _body(TokenRequest),
+                "responses": {
+                    "201": _json(TokenOut, "signed in"),
+                    "401": _problem("wrong user name or password"),
+                    "422": _problem("invalid body"),
+                    "429": _problem("too many failed sign-ins; see Retry-After"),
                 },
             },
-            "/api/v1/me": {
-                "get": {
-                    "summary": "The signed-in user",
-                    "responses": {"200": _json(WhoAmI, "the caller"), **_AUTH_ERRORS},
-                }
+            "delete": {
+                "summary": "Revoke the token used for this request",
+                "responses": {"204": {"description": "revoked"}, **_AUTH_ERRORS},
             },
-            "/api/v1/stores": {
-                "get": {
-                    "summary": "Stores in the caller's scope, with online state",
-                    "responses": {"200": _json(StoreList, "stores"), **_AUTH_ERRORS},
-                }
-            },
-            **_loyalty_paths(),
-            **_member_paths(),
         },
+        "/api/v1/me": {
+            "get": {
+                "summary": "The signed-in user",
+                "responses": {"200": _json(WhoAmI, "the caller"), **_AUTH_ERRORS},
+            }
+        },
+        "/api/v1/stores": {
+            "get": {
+                "summary": "Stores in the caller's scope, with online state",
+                "responses": {"200": _json(StoreList, "stores"), **_AUTH_ERRORS},
+            }
+        },
+        **_loyalty_paths(),
+        **_member_paths(),
     }
+
+
+# Bodies a handler validates without `read_body(request, Model)`, which `Route.body` cannot see.
+_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("put", "/api/v1/catalog/products/{sku}"): _body(ProductIn),
+    ("post", "/api/v1/catalog/import"): {
+        "required": True,
+        "content": {_XLSX: _XLSX_FILE["content"][_XLSX], "text/csv": {"schema": {"type": "string"}}},
+    },
+}
+
+
+def _generated(route: Route) -> dict[str, Any]:
+    """An operation from the handler: its docstring's summary and the errors every route has."""
+    responses = {"2XX": {"description": "done; docs/api.md describes the answer"}}
+    return {
+        "summary": route.summary,
+        "responses": {**responses, "4XX": _problem("refused; nothing was changed")},
+    }
+
+
+def _operation(route: Route, curated: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    op = dict(curated.get(route.path, {}).get(route.method) or _generated(route))
+    responses = dict(op["responses"])
+    if "requestBody" not in op:
+        model = route.body
+        if model is not None:
+            op["requestBody"] = _body(model)
+            responses.setdefault("422", _problem("invalid body; nothing was changed"))
+        elif (route.method, route.path) in _BODIES:
+            op["requestBody"] = _BODIES[route.method, route.path]
+    if params := path_parameters(route.path):
+        op["parameters"] = params
+        responses.setdefault("404", _problem("no such item (or not in your stores)"))
+    op["responses"] = responses
+    return op
+
+
+_SERVER_ERRORS = {"503": _problem("database unavailable; try again shortly")}
+
+
+@functools.cache
+def _document(version: str, registered: tuple[tuple[str, str | None, Any], ...]) -> dict[str, Any]:
+    from hub.api import _PUBLIC  # noqa: PLC0415 - hub.api imports this module
+
+    public = {(method.lower(), path) for method, path in _PUBLIC}
+    curated = _curated()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes_of(registered):
+        op = _operation(route, curated)
+        if (route.method, route.path) in public:
+            op["security"] = []
+        else:
+            op["security"] = [{"bearer": []}]
+            op["responses"] = {**_AUTH_ERRORS, **op["responses"]}
+        op["responses"] = {**_SERVER_ERRORS, **op["responses"]}
+        paths.setdefault(route.path, {})[route.method] = op
+    return resolve_refs(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "storelink hub (head office)", "version": version},
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
+            "paths": paths,
+        },
+        extra=[LevelsConfig, PointsRules],
+    )
+
+
+def openapi_document(version: str, router: web.UrlDispatcher) -> dict[str, Any]:
+    """The whole document: every route `router` holds; all but health, sign-in and this one need a token."""
+    registered = tuple(
+        (r.method, r.resource.canonical if r.resource else None, r.handler) for r in router.routes()
+    )
+    return _document(version, registered)
