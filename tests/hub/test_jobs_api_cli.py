@@ -56,6 +56,7 @@ async def test_the_owner_lists_jobs_and_runs_one_by_hand(client, db):
         ("levels.review", False, None),
         ("levels.birthday", True, None),
         ("members.segments", True, None),
+        ("stock.expiry", True, None),
         ("coupons.birthday", True, None),
     ]
     assert body["runs"] == []
@@ -95,8 +96,8 @@ async def test_only_the_owner_may_see_or_run_jobs_and_bad_requests_change_nothin
     resp = await client.post("/api/v1/jobs/points.expiry/run", headers=owner)
     assert resp.status == 404
     assert (
-        "the jobs are points.expire, levels.review, levels.birthday, members.segments, coupons.birthday"
-        in (await resp.json())["detail"]
+        "the jobs are points.expire, levels.review, levels.birthday, members.segments, stock.expiry, "
+        "coupons.birthday" in (await resp.json())["detail"]
     )
     resp = await client.post("/api/v1/jobs/points.expire/run?day=6.3.2026", headers=owner)
     assert resp.status == 400
