@@ -25,6 +25,7 @@ from hub.broker import free_port, port_in_use
 from hub.config import BrokerSettings, HubSettings
 from hub.demo_appointments import appointments_banner, setup_demo_appointments
 from hub.demo_catalog import STORE_B, setup_demo_catalog
+from hub.demo_promotions import promotions_banner, setup_demo_promotions
 from hub.errors import HubError, NotFound
 from hub.loyalty_rules import LevelsConfig, PointsRules, load_levels, save_setting
 from hub.service import Hub
@@ -187,6 +188,7 @@ async def _start_store(
     password, token = await _demo_owner(hub)
     await _demo_loyalty(hub)
     await setup_demo_catalog(hub.db, DEMO_STORE, hub.link)
+    promos = await setup_demo_promotions(hub.db, DEMO_STORE, hub.link)
     beauty = await setup_demo_appointments(hub.db)
     edge_port = _port(8700)
     edge_toml = state / "edge.toml"
@@ -205,6 +207,7 @@ async def _start_store(
         "demo_pid": os.getpid(),
         "store_b": STORE_B,
         **beauty,
+        **promos,
     }
     demo_json = cwd / "storelink-demo.json"
     staff_pin = f"{secrets.randbelow(10**6):06d}"
@@ -253,6 +256,7 @@ async def _start_store(
     )
     _catalog_banner(hub_url, token)
     appointments_banner(hub_url, token, beauty)
+    promotions_banner(hub_url, edge_url, token, promos)
     return edge
 
 
