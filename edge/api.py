@@ -304,7 +304,7 @@ async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of the local API."""
     from edge.openapi import openapi_document  # noqa: PLC0415 - built on demand
 
-    return reply_json(openapi_document(VERSION))
+    return reply_json(openapi_document(VERSION, request.app.router))
 
 
 async def staff_command(

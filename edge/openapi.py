@@ -1,13 +1,18 @@
-"""OpenAPI 3.1 document of the local API, built from the request models."""
+"""OpenAPI 3.1 document of the local API: every route the app registers, request models where known.
+
+`_ROUTES` are written by hand (summary, body, who may call); every other registered route gets its
+summary and body from its handler (`protocol.openapi`).
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel
 
-from edge.api import PairIn, SessionIn, StatusOut
+from edge.api import _PUBLIC, PairIn, SessionIn, StatusOut
 from edge.api_members import LookupIn, RegisterIn, TopupIn
 from edge.api_tables import OPENAPI_ROUTES
 from edge.api_till import (
@@ -21,7 +26,15 @@ from edge.api_till import (
     ShiftCloseIn,
     ShiftOpenIn,
 )
-from protocol import Problem
+from protocol.openapi import (
+    Route,
+    body,
+    json_response,
+    path_parameters,
+    problem_response,
+    resolve_refs,
+    routes_of,
+)
 
 __all__ = ["openapi_document"]
 
@@ -80,46 +93,67 @@ _ROUTES: list[tuple[str, str, str, type[BaseModel] | None, str]] = [
     ("get", "/api/v1/messages", "Head office's latest messages to this store", None, _DEVICE),
 ]
 _ROUTES += OPENAPI_ROUTES  # tables (edge/api_tables.py)
-_PROBLEM = {
-    "description": "refused; nothing was changed",
-    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+_WHO = {
+    _OPEN: "No token needed.",
+    _DEVICE: "Device or session token.",
+    _STAFF: "Staff session token; changes accept an `Idempotency-Key` header.",
 }
+_ANY_CALLER = "Device or session token; a change that needs a staff permission answers 403 to a device token."
+_TOKEN_ERRORS = {
+    "401": problem_response("missing, unknown or expired token"),
+    "403": problem_response("the token's staff member lacks the permission"),
+}
+_SERVER_ERRORS = {"503": problem_response("hub unreachable (see Retry-After) or journal unavailable")}
+
+
+def _operation(
+    route: Route, curated: dict[tuple[str, str], tuple[str, type[BaseModel] | None, str]]
+) -> dict[str, Any]:
+    summary, model, who = curated.get((route.method, route.path), (route.summary, route.body, ""))
+    open_route = (route.method.upper(), route.path) in _PUBLIC
+    who = _OPEN if open_route else who
+    responses: dict[str, Any] = {"2XX": {"description": "done; docs/api.md describes the answer"}}
+    op: dict[str, Any] = {"summary": summary, "description": _WHO.get(who, _ANY_CALLER)}
+    if route.websocket:
+        op["description"] += " A WebSocket: browsers, which cannot set headers, pass `?token=`."
+        responses = {"101": {"description": "switched to a WebSocket"}}
+    elif route.path == "/api/v1/status":
+        responses = {"200": json_response(StatusOut, "the store's state")}
+    if model is not None:
+        op["requestBody"] = body(model)
+        responses["422"] = problem_response("invalid body; nothing was changed")
+    if params := path_parameters(route.path):
+        op["parameters"] = params
+        responses["404"] = problem_response("no such item")
+    if open_route:
+        op["security"] = []
+    else:
+        op["security"] = [{"bearer": []}]
+        responses.update(_TOKEN_ERRORS)
+    op["responses"] = {**responses, "4XX": problem_response("refused; nothing was changed"), **_SERVER_ERRORS}
+    return op
 
 
 @functools.cache
-def openapi_document(version: str) -> dict[str, Any]:
-    """The whole document."""
-    schemas: dict[str, Any] = {}
-    models: list[type[BaseModel]] = [StatusOut, Problem]
-    models += sorted({m for *_, m, _ in _ROUTES if m is not None}, key=lambda m: m.__name__)
-    for model in models:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+def _document(version: str, registered: tuple[tuple[str, str | None, Any], ...]) -> dict[str, Any]:
+    curated = {(method, path): (summary, model, who) for method, path, summary, model, who in _ROUTES}
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, body, who in _ROUTES:
-        op: dict[str, Any] = {
-            "summary": summary,
-            "description": {
-                _OPEN: "No token needed.",
-                _DEVICE: "Device or session token.",
-                _STAFF: "Staff session token; changes accept an `Idempotency-Key` header.",
-            }[who],
-            "responses": {"200": {"description": "OK"}, "4XX": _PROBLEM},
+    for route in routes_of(registered):
+        paths.setdefault(route.path, {})[route.method] = _operation(route, curated)
+    return resolve_refs(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "storelink edge (store LAN)", "version": version},
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
+            "paths": paths,
         }
-        if who == _OPEN:
-            op["security"] = []
-        if body is not None:
-            ref = {"$ref": f"#/components/schemas/{body.__name__}"}
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
-        paths.setdefault(path, {})[method] = op
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "storelink edge (store LAN)", "version": version},
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": paths,
-    }
+    )
+
+
+def openapi_document(version: str, router: web.UrlDispatcher) -> dict[str, Any]:
+    """The whole document: every route `router` holds."""
+    registered = tuple(
+        (r.method, r.resource.canonical if r.resource else None, r.handler) for r in router.routes()
+    )
+    return _document(version, registered)

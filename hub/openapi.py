@@ -232,12 +232,9 @@ _BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def _generated(route: Route) -> dict[str, Any]:
-    """An operation from the handler: its docstring's summary and the errors every route has."""
+    """An operation from the handler's docstring; `_operation` adds its body, parameters and errors."""
     responses = {"2XX": {"description": "done; docs/api.md describes the answer"}}
-    return {
-        "summary": route.summary,
-        "responses": {**responses, "4XX": _problem("refused; nothing was changed")},
-    }
+    return {"summary": route.summary, "responses": responses}
 
 
 def _operation(route: Route, curated: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -247,12 +244,14 @@ def _operation(route: Route, curated: dict[str, dict[str, Any]]) -> dict[str, An
         model = route.body
         if model is not None:
             op["requestBody"] = _body(model)
-            responses.setdefault("422", _problem("invalid body; nothing was changed"))
         elif (route.method, route.path) in _BODIES:
             op["requestBody"] = _BODIES[route.method, route.path]
+    if "requestBody" in op:
+        responses.setdefault("422", _problem("invalid body; nothing was changed"))
     if params := path_parameters(route.path):
         op["parameters"] = params
         responses.setdefault("404", _problem("no such item (or not in your stores)"))
+    responses.setdefault("4XX", _problem("refused; nothing was changed"))
     op["responses"] = responses
     return op
 
