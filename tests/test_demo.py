@@ -250,6 +250,69 @@ def _book_and_check_in(info: dict[str, Any]) -> None:
     assert visit["pass_use"]["remaining"] == 9
 
 
+def _receipts(edge_toml: Path, last: int) -> str:
+    edge_cmd = shutil.which("storelink-edge", path=str(Path(sys.executable).parent))
+    assert edge_cmd
+    args = [edge_cmd, "--config", str(edge_toml), "devices", "preview", "receipt", "--last", str(last)]
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def _promotions_and_coupon(info: dict[str, Any], edge_toml: Path) -> None:
+    """Issue 8's demo (docs/promotions.md): 满50减5 and the fresh-food markdown of the hour on one
+    printed receipt; the demo member's coupon listed at the till, used on an order, used at the hub."""
+    edge, hub, office = info["edge_url"] + "/api/v1", info["hub_url"] + "/api/v1", info["hub_token"]
+    token = _post(
+        edge + "/sessions", info["device_token"], {"staff_id": info["staff_id"], "pin": info["staff_pin"]}
+    )["token"]  # the shift opened by _price_change_and_hub_restart is still open
+    names = {p["name"] for p in _get(f"{hub}/promotions", office)[2]["items"]}
+    assert {"满50减5", "晚市鲜食 8折", "日间鲜食 9折"} <= names
+    order = _post(edge + "/orders", token, {})["order"]
+    _post(f"{edge}/orders/{order['id']}/lines", token, {"sku": "FRS-RICEBALL", "qty": "4"})  # 4 x ¥7.50
+    order = _post(f"{edge}/orders/{order['id']}/lines", token, {"sku": "BAK-004", "qty": "2"})[
+        "order"
+    ]  # 2 x ¥22
+    applied = {p["name"]: p["saving_fen"] for p in order["promotions"]}
+    fresh = "日间鲜食 9折" if "日间鲜食 9折" in applied else "晚市鲜食 8折"  # whichever hour the test runs at
+    assert applied == {fresh: 300 if fresh.startswith("日间") else 600, "满50减5": 500}
+    assert (order["subtotal_fen"], order["total_fen"]) == (7400, 7400 - sum(applied.values()))
+    paid = _post(f"{edge}/orders/{order['id']}/payments", token, {"method": "cash", "amount_fen": 10000})
+    assert paid["order"]["status"] == "paid"
+    saved = f"您共节省 ￥{sum(applied.values()) // 100}.{sum(applied.values()) % 100:02d}"
+    _until(lambda: saved in _receipts(edge_toml, 1), 15, "the promotion receipt was not printed")
+    receipt = _receipts(edge_toml, 1)
+    assert "满50减5" in receipt
+    assert fresh in receipt
+    assert "金枪鱼饭团" in receipt
+    _post(f"{edge}/orders/{order['id']}/reprint", token, {})
+    _until(lambda: _receipts(edge_toml, 2).count(saved) == 2, 15, "the reprint was not printed")
+
+    member = _post(edge + "/members/lookup", token, {"phone": info["promo_member_phone"]})
+    assert member["id"] == info["promo_member_id"]
+    codes = [c["code"] for c in _get(f"{edge}/members/{member['id']}/coupons", token)[2]["coupons"]]
+    assert info["coupon_code"] in codes
+    order = _post(edge + "/orders", token, {})["order"]
+    _post(f"{edge}/orders/{order['id']}/lines", token, {"sku": "BAK-004"})  # ¥22, over the ¥20 threshold
+    _post(f"{edge}/orders/{order['id']}/member", token, {"phone": info["promo_member_phone"]}, key="demo-c-m")
+    order = _post(
+        f"{edge}/orders/{order['id']}/coupons", token, {"code": info["coupon_code"]}, key="demo-c1"
+    )["order"]
+    assert order["total_fen"] == 1900
+    _post(
+        f"{edge}/orders/{order['id']}/payments", token, {"method": "cash", "amount_fen": 1900}, key="demo-c2"
+    )
+
+    def used() -> dict[str, Any]:
+        coupons = _get(f"{hub}/members/{member['id']}/coupons", office)[2]["items"]
+        return next(c for c in coupons if c["code"] == info["coupon_code"])
+
+    assert (used()["state"], used()["used_order_id"]) == ("used", order["id"])
+    stats = f"{hub}/coupon-templates/{info['coupon_template_id']}/stats"
+    _until(
+        lambda: _get(stats, office)[2]["revenue_fen"] == 1900, 10, "the coupon's order never reached the hub"
+    )
+    assert _get(stats, office)[2]["used"] == 1
+
+
 def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
     hub_cmd = shutil.which("storelink-hub", path=str(Path(sys.executable).parent))
     assert hub_cmd, "storelink-hub console script is not installed in this environment"
@@ -292,6 +355,7 @@ def test_demo_shows_store_online_and_stops_on_ctrl_c(tmp_path: Path):
         _printed(tmp_path / "storelink-demo" / "edge.toml")
         _catalog_price_and_transfer(info)
         _book_and_check_in(info)
+        _promotions_and_coupon(info, tmp_path / "storelink-demo" / "edge.toml")
     finally:
         demo.send_signal(signal.SIGINT)
         try:
