@@ -264,6 +264,7 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
         api_passes,
         api_promotions,
         api_purchasing,
+        api_referrals,
         api_replenishment,
         api_sales,
         api_stock,
@@ -291,5 +292,6 @@ def make_app(db: Database, settings: HubSettings, link: BrokerLink | None = None
     api_campaigns.add_routes(app)
     api_group_buy.add_routes(app)
     api_mall.add_routes(app)
+    api_referrals.add_routes(app)
     app.router.add_put("/api/v1/stores/{store}/snapshots/{kind}", put_snapshot)
     return app

@@ -25,6 +25,7 @@ from hub.member_facts import move_member_orders
 from hub.member_tag_tables import merge_tags_and_segments
 from hub.models import Base
 from hub.passes_merge import move_passes
+from hub.referral_hooks import referrals_member_created
 from hub.stored_value_office import merge_stored_value
 from protocol.phone import mainland_mobile, mask_phone
 
@@ -63,7 +64,11 @@ _OLDEST_BIRTHDAY = date(1900, 1, 1)
 # caller's transaction: one that raises undoes the creation or merge.
 CreatedListener = Callable[[AsyncSession, "Member"], Awaitable[None]]
 MergeHook = Callable[[AsyncSession, str, str], Awaitable[None]]  # (session, from_id, into_id)
-_CREATED_LISTENERS: tuple[CreatedListener, ...] = (loyalty_member_created, coupons_member_created)
+_CREATED_LISTENERS: tuple[CreatedListener, ...] = (
+    loyalty_member_created,
+    coupons_member_created,
+    referrals_member_created,
+)
 MERGE_HOOKS: tuple[MergeHook, ...] = (
     move_passes,
     merge_stored_value,

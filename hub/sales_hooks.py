@@ -16,6 +16,7 @@ from hub.db import AsyncSession
 from hub.member_facts import record_member_sales
 from hub.passes_sales import passes_from_sales
 from hub.points_sales import points_from_sales
+from hub.referral_sales import referrals_from_sales
 from hub.stock_sales import stock_from_sales
 from hub.stored_value_sales import apply_stored_value_sales
 
@@ -31,6 +32,7 @@ _LISTENERS: tuple[SaleListener, ...] = (
     points_from_sales,
     stock_from_sales,
     coupons_from_sales,
+    referrals_from_sales,
 )
 
 

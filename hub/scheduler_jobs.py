@@ -146,4 +146,9 @@ JOBS: tuple[Job, ...] = (
         "birthday coupon packs, days_before each birthday",
         coupon_gifts.birthday_coupons_job,
     ),
+    Job.day_function(
+        "referrals.settle",
+        "hub.referral_sales:settle_job",
+        "settle referral commissions past their refund window",
+    ),
 )

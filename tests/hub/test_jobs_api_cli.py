@@ -58,6 +58,7 @@ async def test_the_owner_lists_jobs_and_runs_one_by_hand(client, db):
         ("members.segments", True, None),
         ("stock.expiry", True, None),
         ("coupons.birthday", True, None),
+        ("referrals.settle", True, None),
     ]
     assert body["runs"] == []
 
@@ -97,7 +98,7 @@ async def test_only_the_owner_may_see_or_run_jobs_and_bad_requests_change_nothin
     assert resp.status == 404
     assert (
         "the jobs are points.expire, levels.review, levels.birthday, members.segments, stock.expiry, "
-        "coupons.birthday" in (await resp.json())["detail"]
+        "coupons.birthday, referrals.settle" in (await resp.json())["detail"]
     )
     resp = await client.post("/api/v1/jobs/points.expire/run?day=6.3.2026", headers=owner)
     assert resp.status == 400

@@ -438,6 +438,7 @@ async def test_the_hub_runs_the_jobs_and_stops_them_on_exit(db, database_url, tm
         ("levels.review", D, "ok"),
         ("members.segments", D, "ok"),
         ("points.expire", D, "ok"),
+        ("referrals.settle", D, "ok"),
         ("stock.expiry", D, "ok"),
     ]
     off = settings.model_copy(update={"jobs": JobsSettings(enabled=False)})
