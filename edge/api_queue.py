@@ -95,8 +95,11 @@ async def call_next(request: web.Request) -> web.Response:
     return answer(await request.app[TILL].command(work, idem))
 
 
-def _command(run: Any) -> Any:
-    """A queue action on one ticket: `run(conn, ticket_id, now)` inside the till's idempotent command."""
+def _command(run: Any, doc: str) -> Any:
+    """A queue action on one ticket: `run(conn, ticket_id, now)` inside the till's idempotent command.
+
+    `doc` becomes the handler's docstring, which the OpenAPI document uses as its summary.
+    """
 
     async def handler(request: web.Request) -> web.Response:
         _, _, idem = await staff_command(request, Body, "order.sell", optional=True)
@@ -110,18 +113,25 @@ def _command(run: Any) -> Any:
 
         return answer(await request.app[TILL].command(work, idem))
 
+    handler.__doc__ = doc
     return handler
 
 
 def _call(action: Literal["call", "recall"]) -> Any:
+    doc = {
+        "call": "Call this number now.",
+        "recall": "Call this number again (also brings back a skipped one).",
+    }
     return _command(
-        lambda conn, ticket_id, now: queue_calls.call_ticket(conn, action, now, ticket_id=ticket_id)
+        lambda conn, ticket_id, now: queue_calls.call_ticket(conn, action, now, ticket_id=ticket_id),
+        doc[action],
     )
 
 
 def _finish(state: Literal["seated", "skipped", "cancelled"]) -> Any:
     return _command(
-        lambda conn, ticket_id, now: {"ticket": queue_calls.finish_ticket(conn, ticket_id, state, now)}
+        lambda conn, ticket_id, now: {"ticket": queue_calls.finish_ticket(conn, ticket_id, state, now)},
+        f"Mark this number {state}; it leaves the waiting list.",
     )
 
 
