@@ -25,7 +25,7 @@ from hub.member_facts import move_member_orders
 from hub.member_tag_tables import merge_tags_and_segments
 from hub.models import Base
 from hub.passes_merge import move_passes
-from hub.referral_hooks import referrals_member_created
+from hub.referral_hooks import move_mall_history, move_referrals, referrals_member_created
 from hub.stored_value_office import merge_stored_value
 from protocol.phone import mainland_mobile, mask_phone
 
@@ -77,6 +77,8 @@ MERGE_HOOKS: tuple[MergeHook, ...] = (
     merge_tags_and_segments,
     move_coupons,
     move_appointments,
+    move_referrals,
+    move_mall_history,
 )
 
 

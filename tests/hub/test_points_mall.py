@@ -18,7 +18,7 @@ from hub.api import make_app
 from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.mall_tables import MallItem, MallRedemption
-from hub.members import MemberFields, add_members
+from hub.members import MemberFields, add_members, merge_members
 from hub.points_mall import ItemChange, ItemIn, MallError, RedeemIn, create_item, redeem, update_item
 from hub.stored_value import Source, stored_value_balances, topup
 from hub.stores import add_store
@@ -253,3 +253,13 @@ async def test_mall_api(db, client, users):
     assert [r["points"] for r in history["items"]] == [400]
     patched = await client.patch(f"/api/v1/mall/items/{item}", json={"stock": 5}, headers=users["mkt"])
     assert (await patched.json())["left"] == 4
+
+
+async def test_a_merged_duplicates_redemptions_count_for_the_survivor(db):
+    dup, keep = await _members(db, 2)
+    item = await _item(db, per_member_limit=1)
+    await _redeem(db, item, dup)
+    async with db.session() as session, session.begin():
+        await merge_members(session, dup, keep)
+    with pytest.raises(MallError, match="at most 1 of '保温杯'; this member has 1"):
+        await _redeem(db, item, keep)

@@ -23,7 +23,7 @@ from hub.coupons import create_template
 from hub.db import Database, migrate
 from hub.members import Member, MemberFields, create_member, merge_members
 from hub.referral_sales import promoter_totals, settle_due
-from hub.referral_tables import Attribution, Commission, ReferralReward
+from hub.referral_tables import Attribution, Commission, Promoter, ReferralReward
 from hub.referrals import (
     ReferralRefused,
     RuleIn,
@@ -391,3 +391,35 @@ async def test_referral_api(db, client, users):
     )
     assert (await stopped.json())["active"] is False
     assert (await client.get(f"/api/v1/referrals/links/{code}", headers=users["li"])).status == 409
+
+
+async def test_a_merge_moves_promoters_links_friends_and_commissions(db):
+    await _rule(db, level2_bp=0)
+    dup, dup_code = await _promoter(db)
+    keep, keep_code = await _promoter(db)
+    async with db.session() as session, session.begin():
+        spring = (await link_for(session, dup, campaign="spring")).code
+    friend, _, _ = await _register(db, dup_code)
+    till = Till(db)
+    await till.send(till.event("order.paid", _order(3_000, friend)))
+    async with db.session() as session, session.begin():
+        await merge_members(session, dup, keep)
+    async with db.session() as session:
+        base = await resolve_code(session, dup_code)  # both base links survive, told apart by channel
+        assert (base.promoter_id, base.channel) == (keep, f"merged:{dup_code}")
+        assert (await resolve_code(session, spring)).promoter_id == keep
+        assert (await resolve_code(session, keep_code)).channel == ""
+        found = await session.get(Attribution, friend)
+        assert found is not None
+        assert found.promoter_id == keep
+        assert (await promoter_totals(session, keep))["pending_fen"] == 300
+    # a lone promoter merged into a plain member: the survivor becomes the promoter, with the same code
+    solo, solo_code = await _promoter(db)
+    plain = await _member(db)
+    async with db.session() as session, session.begin():
+        await merge_members(session, solo, plain)
+    async with db.session() as session:
+        assert (await resolve_code(session, solo_code)).promoter_id == plain
+        promoted = await session.get(Promoter, plain)
+        assert promoted is not None
+        assert promoted.code == solo_code
