@@ -10,6 +10,8 @@ member; 409 sold out, limit reached, points short, spins used up; 422 malformed 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -152,7 +154,7 @@ async def patch_wheel(request: web.Request) -> web.Response:
     body = await read_body(request, WheelChange)
     async with request.app[DB].session() as session, session.begin():
         wheel, prizes = await get_wheel(session, request.match_info["wheel_id"])
-        wheel.active = body.active
+        wheel.active, wheel.updated_at = body.active, datetime.now(UTC)
         answer = wheel_json(wheel, prizes)
     return web.json_response(answer)
 

@@ -10,7 +10,7 @@ it was bought through (`referral_code`): a new member without a promoter is attr
 first (the fraud guards apply), and that order already earns.
 
 A commission is pending until its order's refund window ends; a refund inside the window
-reverses the refunded share of it (a void all of it), a refund after it changes nothing.
+reverses the refunded share of it, a refund after it changes nothing.
 `settle_due` (the nightly `referrals.settle` job) settles what is due.
 """
 
@@ -189,8 +189,8 @@ async def _commissions(
             await session.flush()  # the next level's or order's cap counts this one
 
 
-async def _reverse(session: AsyncSession, order_ids: set[str], now: datetime, *, void: bool) -> None:
-    """Take back the refunded share of pending commissions still in their window (all of it on a void)."""
+async def _reverse(session: AsyncSession, order_ids: set[str], now: datetime) -> None:
+    """Take back the refunded share of pending commissions still in their window."""
     pending = (
         await session.scalars(
             select(Commission)
@@ -204,9 +204,9 @@ async def _reverse(session: AsyncSession, order_ids: set[str], now: datetime, *,
     ).all()
     if not pending:
         return
-    refunded = {} if void else await _refunded(session, order_ids)
+    refunded = await _refunded(session, order_ids)
     for c in pending:
-        left = 0 if void else max(c.base_fen - refunded.get(c.order_id, 0), 0)
+        left = max(c.base_fen - refunded.get(c.order_id, 0), 0)
         kept = round_half_up(c.amount_fen * left, c.base_fen) if c.base_fen else 0
         c.reversed_fen = max(c.reversed_fen, c.amount_fen - kept)
         if kept == 0 and (left == 0 or c.amount_fen > 0):  # a zero (capped) row ends only with its order
@@ -217,7 +217,10 @@ async def _reverse(session: AsyncSession, order_ids: set[str], now: datetime, *,
 async def referrals_from_sales(
     session: AsyncSession, store: str, orders: list[dict[str, Any]], refunds: list[dict[str, Any]]
 ) -> None:
-    """Sale listener: commissions on new paid orders of attributed friends; refunds and voids reverse them."""
+    """Sale listener: commissions on new paid orders of attributed friends; refunds reverse them.
+
+    A voided order was never paid, so it never earned: there is nothing to reverse.
+    """
     now = datetime.now(UTC)
     paid = [
         o
@@ -227,12 +230,9 @@ async def referrals_from_sales(
     if paid:
         await _attribute_by_code(session, paid)
         await _commissions(session, store, paid, now)
-    voided = {str(o["id"]) for o in orders if o.get("status") == "voided"}
-    if voided:
-        await _reverse(session, voided, now, void=True)
     refunded = {str(r["order_id"]) for r in refunds if r.get("order_id")}
     if refunded:
-        await _reverse(session, refunded, now, void=False)
+        await _reverse(session, refunded, now)
 
 
 async def settle_due(session: AsyncSession, now: datetime) -> int:

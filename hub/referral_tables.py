@@ -4,7 +4,7 @@ rewards granted on registration, and the commission ledger.
 A friend is attributed once (`referral_attributions.friend_id` is the primary key) and the
 chain the two commission levels follow is `members.referrer_id`, which attribution sets.
 A commission is one row per (order, level); its state goes pending → settled after the
-rule's refund window, or pending → reversed when the order is refunded or voided within it.
+rule's refund window, or pending → reversed when the order is refunded within it.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ class ReferralReward(Base):
 class Commission(Base):
     """Commission (fen) to a promoter at one level for one paid order of an attributed friend.
 
-    `amount_fen` is what the order earned within the caps; `reversed_fen` what a refund or
-    void took back before settlement; the promoter is owed `amount_fen - reversed_fen`.
+    `amount_fen` is what the order earned within the caps; `reversed_fen` what refunds took
+    back before settlement; the promoter is owed `amount_fen - reversed_fen`.
     """
 
     __tablename__ = "referral_commissions"

@@ -261,7 +261,7 @@ async def test_two_level_commissions_caps_refunds_and_settlement(db):
     assert any(job.name == "referrals.settle" for job in JOBS)
 
 
-async def test_refund_before_order_void_and_full_refund_in_window(db):
+async def test_a_refund_before_its_order_and_a_full_refund_in_the_window(db):
     await _rule(db, level2_bp=0, refund_window_days=180)
     promoter, code = await _promoter(db)
     friend, _, _ = await _register(db, code)
