@@ -110,7 +110,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "group_buy.read": frozenset(Role),
     "group_buy.write": frozenset({Role.OWNER, Role.MARKETING}),
     "group_buy.join": frozenset({Role.OWNER, Role.MARKETING, Role.REGIONAL, Role.STORE_MANAGER}),
-    # referrals, points mall and lucky wheel: marketing and the owner configure; whoever serves a member redeems
+    # referrals, points mall, lucky wheel: marketing and the owner configure; whoever serves a member redeems
     "referrals.read": frozenset(Role),
     "referrals.write": frozenset({Role.OWNER, Role.MARKETING}),
     "referrals.register": frozenset({Role.OWNER, Role.MARKETING, Role.REGIONAL, Role.STORE_MANAGER}),
