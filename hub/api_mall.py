@@ -17,9 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from hub.api import DB, actor, principal, query_int, read_body
+from hub.db import AsyncSession
+from hub.errors import NotFound
 from hub.lucky_wheel import (
     PrizeChange,
     WheelIn,
+    collect_prize,
     create_wheel,
     get_wheel,
     odds_report,
@@ -29,10 +32,13 @@ from hub.lucky_wheel import (
     wheel_json,
 )
 from hub.mall_tables import MallRedemption, Spin, Wheel, WheelPrize
+from hub.models import Store
 from hub.points_mall import (
     ItemChange,
     ItemIn,
     RedeemIn,
+    cancel_redemption,
+    collect_redemption,
     create_item,
     get_item,
     item_json,
@@ -56,12 +62,25 @@ class SpinIn(BaseModel):
     idempotency_key: str = Field(min_length=8, max_length=80)
 
 
+class CollectIn(BaseModel):
+    """The store where the member picked the item up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    store: str = Field(min_length=1, max_length=32)
+
+
 class WheelChange(BaseModel):
     """Start or stop a wheel."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     active: bool
+
+
+async def _check_store(session: AsyncSession, store: str) -> None:
+    if await session.get(Store, store) is None:
+        raise NotFound(f"no store {store!r}")
 
 
 async def post_item(request: web.Request) -> web.Response:
@@ -120,6 +139,26 @@ async def get_redemptions(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session:
         rows = (await session.scalars(query)).all()
     return web.json_response({"items": [redemption_json(r) for r in rows]})
+
+
+async def post_collect_redemption(request: web.Request) -> web.Response:
+    """The member picked the item up at a store (which the caller must have access to)."""
+    body = await read_body(request, CollectIn)
+    principal(request).require("mall.redeem", store=body.store)
+    async with request.app[DB].session() as session, session.begin():
+        await _check_store(session, body.store)
+        done = await collect_redemption(session, request.match_info["redemption_id"], store=body.store)
+        answer = redemption_json(done)
+    return web.json_response(answer)
+
+
+async def post_cancel_redemption(request: web.Request) -> web.Response:
+    """Give back a redemption not yet collected: points, cash and stock."""
+    principal(request).require("mall.redeem")
+    async with request.app[DB].session() as session, session.begin():
+        done = await cancel_redemption(session, request.match_info["redemption_id"], actor=actor(request))
+        answer = redemption_json(done)
+    return web.json_response(answer)
 
 
 async def post_wheel(request: web.Request) -> web.Response:
@@ -202,6 +241,19 @@ async def get_spins(request: web.Request) -> web.Response:
     return web.json_response({"items": [spin_json(s, p) for s, p in rows]})
 
 
+async def post_collect_prize(request: web.Request) -> web.Response:
+    """An item prize handed over at a store (which the caller must have access to)."""
+    body = await read_body(request, CollectIn)
+    principal(request).require("mall.redeem", store=body.store)
+    async with request.app[DB].session() as session, session.begin():
+        await _check_store(session, body.store)
+        done = await collect_prize(
+            session, request.match_info["wheel_id"], request.match_info["spin_id"], store=body.store
+        )
+        answer = spin_json(done)
+    return web.json_response(answer)
+
+
 async def get_odds(request: web.Request) -> web.Response:
     """Observed odds recomputed from the audit, against the configured ones."""
     principal(request).require("mall.read")
@@ -218,6 +270,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/api/v1/mall/items/{item_id}", patch_item)
     app.router.add_post("/api/v1/mall/items/{item_id}/redeem", post_redeem)
     app.router.add_get("/api/v1/mall/redemptions", get_redemptions)
+    app.router.add_post("/api/v1/mall/redemptions/{redemption_id}/collect", post_collect_redemption)
+    app.router.add_post("/api/v1/mall/redemptions/{redemption_id}/cancel", post_cancel_redemption)
     app.router.add_post("/api/v1/wheels", post_wheel)
     app.router.add_get("/api/v1/wheels", get_wheels)
     app.router.add_get("/api/v1/wheels/{wheel_id}", get_wheel_route)
@@ -225,4 +279,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/api/v1/wheels/{wheel_id}/prizes/{prize_id}", patch_prize)
     app.router.add_post("/api/v1/wheels/{wheel_id}/spin", post_spin)
     app.router.add_get("/api/v1/wheels/{wheel_id}/spins", get_spins)
+    app.router.add_post("/api/v1/wheels/{wheel_id}/spins/{spin_id}/collect", post_collect_prize)
     app.router.add_get("/api/v1/wheels/{wheel_id}/odds", get_odds)

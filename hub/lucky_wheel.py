@@ -32,7 +32,7 @@ from hub.errors import HubError, NotFound
 from hub.loyalty_rules import LOYALTY_ZONE, load_points_rules
 from hub.mall_tables import PrizeKind, Spin, Wheel, WheelPrize
 from hub.members import get_member
-from hub.points_mall import write_lock
+from hub.messaging import lock_for_write
 from protocol import new_id
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "SpinResult",
     "WheelError",
     "WheelIn",
+    "collect_prize",
     "create_wheel",
     "get_wheel",
     "odds_report",
@@ -185,6 +186,8 @@ def spin_json(s: Spin, prize: WheelPrize | None = None) -> dict[str, Any]:
         "fallback_reason": s.fallback_reason,
         "points_cost": s.points_cost,
         "reference": s.reference,
+        "collected_at": s.collected_at.isoformat() if s.collected_at else None,
+        "collected_store": s.collected_store,
     }
     if prize is not None:
         out["prize"] = {"name": prize.name, "kind": prize.kind, "points": prize.points, "sku": prize.sku}
@@ -243,7 +246,7 @@ async def update_prize(
     session: AsyncSession, wheel_id: str, prize_id: str, change: PrizeChange
 ) -> WheelPrize:
     """Change a prize's weight or stock (never below what was given; the consolation stays unlimited)."""
-    await write_lock(session)
+    await lock_for_write(session)
     prize = await session.get(WheelPrize, prize_id, with_for_update=True, populate_existing=True)
     if prize is None or prize.wheel_id != wheel_id:
         raise NotFound(f"no prize {prize_id} on wheel {wheel_id}")
@@ -264,6 +267,25 @@ async def update_prize(
         prize.weight = change.weight
     await session.flush()
     return prize
+
+
+async def collect_prize(session: AsyncSession, wheel_id: str, spin_id: str, *, store: str) -> Spin:
+    """An item prize handed over at `store`, once: the spin id is the voucher."""
+    await lock_for_write(session)
+    found = await session.get(Spin, spin_id, with_for_update=True, populate_existing=True)
+    if found is None or found.wheel_id != wheel_id:
+        raise NotFound(f"no spin {spin_id} on wheel {wheel_id}")
+    prize = await session.get(WheelPrize, found.prize_id)
+    if prize is None or prize.kind != PrizeKind.ITEM:
+        raise WheelError(f"spin {spin_id} won no item to collect")
+    if found.collected_at is not None:
+        raise WheelError(
+            f"the prize of spin {spin_id} was collected at {found.collected_store} "
+            f"on {found.collected_at.isoformat()}"
+        )
+    found.collected_at, found.collected_store = datetime.now(UTC), store
+    await session.flush()
+    return found
 
 
 class _OutOfStock(Exception):
@@ -333,7 +355,7 @@ async def spin(
 ) -> SpinResult:
     """Spin the wheel once for a member in the caller's transaction."""
     now = now or datetime.now(UTC)
-    await write_lock(session)
+    await lock_for_write(session)
     member_id = (await get_member(session, member_id)).id
     balance = await points.prepare(session, member_id, now)  # the member's lock, and their balance
     done = await _replay(session, wheel_id, member_id, idempotency_key)

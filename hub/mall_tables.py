@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.models import Base
 
-__all__ = ["MallItem", "MallRedemption", "PrizeKind", "Spin", "Wheel", "WheelPrize"]
+__all__ = ["MallItem", "MallRedemption", "PrizeKind", "RedemptionState", "Spin", "Wheel", "WheelPrize"]
 
 
 class PrizeKind(StrEnum):
@@ -38,6 +38,14 @@ class PrizeKind(StrEnum):
     COUPON = "coupon"
     ITEM = "item"  # a thing collected at a store (the spin id is the voucher)
     NOTHING = "nothing"  # 谢谢参与
+
+
+class RedemptionState(StrEnum):
+    """`collected` and `cancelled` are final."""
+
+    REDEEMED = "redeemed"  # paid, the item not yet handed over
+    COLLECTED = "collected"
+    CANCELLED = "cancelled"  # points, cash and stock given back
 
 
 class MallItem(Base):
@@ -64,7 +72,11 @@ class MallItem(Base):
 
 
 class MallRedemption(Base):
-    """A member's redemption of `quantity` units: points debited, cash paid, keyed for retries."""
+    """A member's redemption of `quantity` units: points debited, cash paid, keyed for retries.
+
+    `points_lots` records the lots the points came from ([[lot id, points, expiry]]), so a
+    cancellation gives them back with their original expiry.
+    """
 
     __tablename__ = "mall_redemptions"
     __table_args__ = (
@@ -81,8 +93,15 @@ class MallRedemption(Base):
     payment_method: Mapped[str | None] = mapped_column(String(16))  # stored_value | external | None
     payment_reference: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(String(80))
+    points_lots: Mapped[list[list[Any]]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(10))
     actor: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime]
+    collected_at: Mapped[datetime | None]
+    collected_store: Mapped[str | None] = mapped_column(String(32))
+    cancelled_at: Mapped[datetime | None]
+    refund_reference: Mapped[str | None] = mapped_column(String(64))  # the stored-value return
+    external_refund_due: Mapped[bool] = mapped_column(Boolean, default=False)  # finance pays it back
 
 
 class Wheel(Base):
@@ -148,3 +167,5 @@ class Spin(Base):
     fallback_reason: Mapped[str] = mapped_column(String(200), default="")
     points_cost: Mapped[int] = mapped_column(Integer)
     reference: Mapped[str | None] = mapped_column(String(64))  # coupon code or points lot id
+    collected_at: Mapped[datetime | None]  # an item prize handed over at a store
+    collected_store: Mapped[str | None] = mapped_column(String(32))

@@ -21,9 +21,11 @@ from sqlalchemy import func, select, update
 from hub import points
 from hub.db import AsyncSession
 from hub.errors import HubError, NotFound
-from hub.mall_tables import MallItem, MallRedemption
+from hub.mall_tables import MallItem, MallRedemption, RedemptionState
 from hub.members import get_member
-from hub.stored_value import Source, StoredValueError, debit, lock_balances
+from hub.messaging import lock_for_write
+from hub.stored_value import Source, StoredValueError, debit, lock_balances, move
+from hub.stored_value_tables import LedgerEntry, LedgerKind
 from protocol import format_yuan, new_id
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "MallError",
     "RedeemIn",
     "Redeemed",
+    "cancel_redemption",
+    "collect_redemption",
     "create_item",
     "get_item",
     "item_json",
@@ -39,7 +43,6 @@ __all__ = [
     "redeem",
     "redemption_json",
     "update_item",
-    "write_lock",
 ]
 
 _MAX_POINTS = 10**9
@@ -102,20 +105,6 @@ class Redeemed:
     balance: int | None  # the member's points after it (None on a replay)
 
 
-async def write_lock(session: AsyncSession) -> None:
-    """SQLite: take the write lock now (BEGIN IMMEDIATE) so what this transaction reads stays true.
-
-    pysqlite sends BEGIN only at the first write, after the reads a decision rests on.
-    PostgreSQL needs nothing: its row locks are taken by the statements themselves.
-    """
-    conn = await session.connection()
-    if conn.dialect.name != "sqlite":
-        return
-    raw = await conn.get_raw_connection()
-    if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
-        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def item_json(item: MallItem) -> dict[str, Any]:
     """An item as the API shows it."""
     return {
@@ -145,7 +134,13 @@ def redemption_json(r: MallRedemption) -> dict[str, Any]:
         "cash_fen": r.cash_fen,
         "payment_method": r.payment_method,
         "payment_reference": r.payment_reference,
+        "state": r.state,
         "created_at": r.created_at.isoformat(),
+        "collected_at": r.collected_at.isoformat() if r.collected_at else None,
+        "collected_store": r.collected_store,
+        "cancelled_at": r.cancelled_at.isoformat() if r.cancelled_at else None,
+        "refund_reference": r.refund_reference,
+        "external_refund_due": r.external_refund_due,
     }
 
 
@@ -184,7 +179,7 @@ async def list_items(session: AsyncSession, *, active_only: bool = False) -> Seq
 
 async def update_item(session: AsyncSession, item_id: str, change: ItemChange) -> MallItem:
     """Rename, (de)activate, change the limit or the stock (never below the units already redeemed)."""
-    await write_lock(session)
+    await lock_for_write(session)
     item = await session.get(MallItem, item_id, with_for_update=True, populate_existing=True)
     if item is None:
         raise NotFound(f"no points-mall item {item_id}")
@@ -248,7 +243,7 @@ async def _pay_cash(
 
 async def redeem(session: AsyncSession, item_id: str, body: RedeemIn, *, actor: str) -> Redeemed:
     """Redeem `quantity` units of an item for a member in the caller's transaction."""
-    await write_lock(session)
+    await lock_for_write(session)
     member_id = (await get_member(session, body.member_id)).id
     if body.payment_method == "stored_value":
         await lock_balances(session, member_id)  # stored value before points: every domain's lock order
@@ -298,9 +293,86 @@ async def redeem(session: AsyncSession, item_id: str, body: RedeemIn, *, actor: 
         payment_method=body.payment_method,
         payment_reference=reference,
         idempotency_key=body.idempotency_key,
+        points_lots=[[lot_id, n, expires_at.isoformat()] for lot_id, n, expires_at in after.lots],
+        state=RedemptionState.REDEEMED.value,
         actor=actor[:80],
         created_at=now,
+        external_refund_due=False,
     )
     session.add(redemption)
     await session.flush()
     return Redeemed(redemption, created=True, balance=after.balance)
+
+
+async def _locked_redemption(session: AsyncSession, redemption_id: str) -> MallRedemption:
+    await lock_for_write(session)
+    found = await session.get(MallRedemption, redemption_id, with_for_update=True, populate_existing=True)
+    if found is None:
+        raise NotFound(f"no points-mall redemption {redemption_id}")
+    if found.state != RedemptionState.REDEEMED.value:
+        raise MallError(f"redemption {redemption_id} is {found.state} already")
+    return found
+
+
+async def collect_redemption(session: AsyncSession, redemption_id: str, *, store: str) -> MallRedemption:
+    """The member picked the item up at `store`; a collected redemption cannot be cancelled."""
+    found = await _locked_redemption(session, redemption_id)
+    found.state, found.collected_at, found.collected_store = (
+        RedemptionState.COLLECTED.value,
+        datetime.now(UTC),
+        store,
+    )
+    await session.flush()
+    return found
+
+
+async def cancel_redemption(session: AsyncSession, redemption_id: str, *, actor: str) -> MallRedemption:
+    """Give back a redemption not yet collected: its points (with their lots' expiry), its cash
+    (stored value to the buckets it came from; an outside payment marked for finance) and its stock."""
+    found = await _locked_redemption(session, redemption_id)
+    member_id = (await get_member(session, found.member_id)).id  # the survivor if merged since
+    now = datetime.now(UTC)
+    taken = None
+    if found.payment_method == "stored_value" and found.payment_reference is not None:
+        taken = await session.get(LedgerEntry, found.payment_reference)
+        if taken is None or taken.kind != LedgerKind.DEBIT.value:
+            raise RuntimeError(f"redemption {found.id} names no debit {found.payment_reference}")
+        await lock_balances(session, taken.member_id)  # stored value before points, as everywhere
+    await points.lock_balance(session, member_id, now)
+    for lot_id, n, expires_at in found.points_lots:
+        await points.credit(
+            session,
+            member_id,
+            int(n),
+            kind="refund_return",
+            source=f"mall:{found.id}",
+            expires_at=datetime.fromisoformat(expires_at),
+            now=now,
+            note=f"points mall redemption cancelled (from lot {lot_id})",
+        )
+    await session.execute(
+        update(MallItem)
+        .where(MallItem.id == found.item_id)
+        .values(redeemed=MallItem.redeemed - found.quantity, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if taken is not None:
+        entry = await move(
+            session,
+            taken.member_id,
+            LedgerKind.REFUND_RETURN,
+            Source(
+                actor=actor, order_id=found.id, debit_id=taken.id, note="points mall redemption cancelled"
+            ),
+            principal=-taken.principal_delta_fen,
+            bonus=-taken.bonus_delta_fen,
+            now=now,
+        )
+        if entry is None:  # adding never fails the non-negative check
+            raise RuntimeError(f"refund of redemption {found.id} was not applied")
+        found.refund_reference = entry.id
+    elif found.cash_fen:
+        found.external_refund_due = True
+    found.state, found.cancelled_at = RedemptionState.CANCELLED.value, now
+    await session.flush()
+    return found

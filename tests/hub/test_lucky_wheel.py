@@ -27,6 +27,7 @@ from hub.lucky_wheel import (
     PrizeChange,
     WheelError,
     WheelIn,
+    collect_prize,
     create_wheel,
     odds_report,
     pick,
@@ -132,6 +133,14 @@ async def test_prizes_stock_fallback_and_audit(db):
     assert "could not be given" in again.spin.fallback_reason
     item = await _spin(db, wheel, a, draw=5)
     assert (item.prize.name, item.spin.reference) == ("帆布袋", f"collect:{item.spin.id}")
+    async with db.session() as session, session.begin():
+        collected = await collect_prize(session, wheel, item.spin.id, store="shop-1")
+    assert collected.collected_store == "shop-1"
+    async with db.session() as session, session.begin():
+        with pytest.raises(WheelError, match="was collected at shop-1"):
+            await collect_prize(session, wheel, item.spin.id, store="shop-1")
+        with pytest.raises(WheelError, match="won no item"):
+            await collect_prize(session, wheel, won.spin.id, store="shop-1")
     async with db.session() as session:
         given = dict((await session.execute(select(WheelPrize.name, WheelPrize.given))).all())
     assert given == {"100积分": 1, "5元券": 1, "帆布袋": 1, "谢谢参与": 2}

@@ -19,7 +19,17 @@ from hub.config import HubSettings
 from hub.db import Database, migrate
 from hub.mall_tables import MallItem, MallRedemption
 from hub.members import MemberFields, add_members, merge_members
-from hub.points_mall import ItemChange, ItemIn, MallError, RedeemIn, create_item, redeem, update_item
+from hub.points_mall import (
+    ItemChange,
+    ItemIn,
+    MallError,
+    RedeemIn,
+    cancel_redemption,
+    collect_redemption,
+    create_item,
+    redeem,
+    update_item,
+)
 from hub.stored_value import Source, stored_value_balances, topup
 from hub.stores import add_store
 
@@ -253,6 +263,16 @@ async def test_mall_api(db, client, users):
     assert [r["points"] for r in history["items"]] == [400]
     patched = await client.patch(f"/api/v1/mall/items/{item}", json={"stock": 5}, headers=users["mkt"])
     assert (await patched.json())["left"] == 4
+    redemption = (await first.json())["id"]
+    elsewhere = await client.post(
+        f"/api/v1/mall/redemptions/{redemption}/collect", json={"store": "shop-9"}, headers=users["li"]
+    )
+    assert elsewhere.status == 403  # a store manager hands over only in their own stores
+    cancelled = await client.post(f"/api/v1/mall/redemptions/{redemption}/cancel", headers=users["li"])
+    assert (await cancelled.json())["state"] == "cancelled"
+    shown = await (await client.get(f"/api/v1/mall/items/{item}", headers=users["li"])).json()
+    assert shown["left"] == 5
+    assert await _balance(db, member) == 1000
 
 
 async def test_a_merged_duplicates_redemptions_count_for_the_survivor(db):
@@ -263,3 +283,48 @@ async def test_a_merged_duplicates_redemptions_count_for_the_survivor(db):
         await merge_members(session, dup, keep)
     with pytest.raises(MallError, match="at most 1 of '保温杯'; this member has 1"):
         await _redeem(db, item, keep)
+
+
+async def test_cancel_gives_back_points_with_their_expiry_cash_and_stock(db):
+    member, other = await _members(db, 2, sv_fen=5_000)
+    item = await _item(db, points=250, cash_fen=1_000, stock=2)
+    async with db.session() as session:
+        lots_before = (
+            (
+                await session.execute(
+                    select(points.PointsLot.expires_at).where(points.PointsLot.member_id == member)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    paid = await _redeem(db, item, member, payment_method="stored_value")
+    outside = await _redeem(db, item, other, payment_method="external", payment_reference="wx-9")
+    async with db.session() as session, session.begin():
+        cancelled = await cancel_redemption(session, paid.redemption.id, actor="user:li")
+    assert cancelled.state == "cancelled"
+    assert cancelled.refund_reference is not None
+    assert await _balance(db, member) == 1000
+    async with db.session() as session:
+        assert sum(await stored_value_balances(session, member)) == 5_000
+        returned = (
+            await session.scalars(
+                select(points.PointsLot).where(
+                    points.PointsLot.member_id == member, points.PointsLot.kind == "refund_return"
+                )
+            )
+        ).all()
+    assert [(lot.points, lot.expires_at) for lot in returned] == [(250, lots_before[0])]
+    assert (await _row(db, item)).redeemed == 1
+    async with db.session() as session, session.begin():
+        with pytest.raises(MallError, match="is cancelled already"):
+            await cancel_redemption(session, paid.redemption.id, actor="user:li")
+    async with db.session() as session, session.begin():
+        await collect_redemption(session, outside.redemption.id, store="shop-1")
+    async with db.session() as session, session.begin():
+        with pytest.raises(MallError, match="is collected already"):
+            await cancel_redemption(session, outside.redemption.id, actor="user:li")
+    again = await _redeem(db, item, member, payment_method="external", payment_reference="wx-10")
+    async with db.session() as session, session.begin():
+        refunded = await cancel_redemption(session, again.redemption.id, actor="user:li")
+    assert refunded.external_refund_due

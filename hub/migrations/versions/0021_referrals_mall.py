@@ -156,8 +156,15 @@ def _mall() -> None:
         sa.Column("payment_method", sa.String(16), nullable=True),
         sa.Column("payment_reference", sa.String(64), nullable=True),
         sa.Column("idempotency_key", sa.String(80), nullable=False),
+        sa.Column("points_lots", sa.JSON(), nullable=False),
+        sa.Column("state", sa.String(10), nullable=False),
         sa.Column("actor", sa.String(80), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("collected_at", UtcDateTime(), nullable=True),
+        sa.Column("collected_store", sa.String(32), nullable=True),
+        sa.Column("cancelled_at", UtcDateTime(), nullable=True),
+        sa.Column("refund_reference", sa.String(64), nullable=True),
+        sa.Column("external_refund_due", sa.Boolean(), nullable=False),
         sa.UniqueConstraint("idempotency_key", name="uq_mall_redemptions_key"),
     )
     op.create_index("ix_mall_redemptions_member_item", "mall_redemptions", ["member_id", "item_id"])
@@ -209,6 +216,8 @@ def _wheel() -> None:
         sa.Column("fallback_reason", sa.String(200), nullable=False),
         sa.Column("points_cost", sa.Integer(), nullable=False),
         sa.Column("reference", sa.String(64), nullable=True),
+        sa.Column("collected_at", UtcDateTime(), nullable=True),
+        sa.Column("collected_store", sa.String(32), nullable=True),
         sa.UniqueConstraint("idempotency_key", name="uq_wheel_spins_key"),
     )
     op.create_index("ix_wheel_spins_member_day", "wheel_spins", ["wheel_id", "member_id", "day"])
