@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from hub import points
 from hub.db import AsyncSession
+from hub.errors import NotFound
 from hub.levels import level_of
 from hub.member_codes import MemberCodeRefused, redeem_code
 from hub.member_promo_facts import member_segments, promotion_uses_today
@@ -36,6 +37,8 @@ from hub.members import (
 )
 from hub.models import Store
 from hub.passes import passes_of
+from hub.referral_tables import ReferralLink
+from hub.referrals import ReferralError, attribute_registration, resolve_code
 from hub.rpc import Method, RpcError
 from hub.stored_value import stored_value_balances
 
@@ -66,6 +69,7 @@ class _Register(_Params):
     gender: str = "unknown"
     birthday: date | None = None
     referrer_phone: str | None = Field(None, max_length=32)
+    referral_code: str | None = Field(None, min_length=4, max_length=16)  # a promoter's share code
     consent_marketing: bool = False
     consent_sms: bool = False
 
@@ -162,6 +166,7 @@ async def lookup(session: AsyncSession, store: str, params: dict[str, Any]) -> A
 async def register(session: AsyncSession, store: str, params: dict[str, Any]) -> Any:
     """`member.register` -> the new member's view, or the existing one's with `existing: true`."""
     body = _parse(_Register, params)
+    link = await _share_link(session, body)
     existing = await find_by_phone(session, body.phone)
     if existing is None:
         referrer_id = None
@@ -193,8 +198,24 @@ async def register(session: AsyncSession, store: str, params: dict[str, Any]) ->
             if existing is None:
                 raise RpcError("the member could not be registered; try again") from None
         else:
-            return {**await member_view(session, member, store), "existing": False}
+            answer = {**await member_view(session, member, store), "existing": False}
+            if link is not None:
+                done, refused = await attribute_registration(session, member.id, link)
+                answer["referral"] = {"attributed": done is not None, "refused": refused}
+            return answer
     return {**await member_view(session, await get_member(session, existing.id), store), "existing": True}
+
+
+async def _share_link(session: AsyncSession, body: _Register) -> ReferralLink | None:
+    """The promoter's link a registration carries (`referral_code`), or None."""
+    if body.referral_code is None:
+        return None
+    if body.referrer_phone is not None:
+        raise RpcError("give referrer_phone or referral_code, not both")
+    try:
+        return await resolve_code(session, body.referral_code)
+    except (NotFound, ReferralError) as err:
+        raise RpcError(f"{err}; register without the code or check it") from None
 
 
 RPC_METHODS: dict[str, Method] = {"member.lookup": lookup, "member.register": register}

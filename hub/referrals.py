@@ -50,6 +50,7 @@ __all__ = [
     "RuleChange",
     "RuleIn",
     "attribute",
+    "attribute_registration",
     "attribution_json",
     "create_rule",
     "get_promoter",
@@ -412,12 +413,20 @@ async def register_with_code(
     if fields.referrer_id is not None:
         raise ValueError("a registration through a share code takes its referrer from the code")
     member = await create_member(session, fields)
+    done, refused = await attribute_registration(session, member.id, link)
+    return member, done, refused
+
+
+async def attribute_registration(
+    session: AsyncSession, member_id: str, link: ReferralLink
+) -> tuple[Attribution | None, str | None]:
+    """Attribute a member just registered through `link`: (attribution, None), or (None, the
+    fraud guard's reason) with nothing of the referral written and the registration standing."""
     try:
         async with session.begin_nested():
-            done = await attribute(session, member.id, link, via="registration")
+            return await attribute(session, member_id, link, via="registration"), None
     except ReferralRefused as err:
-        return member, None, str(err)
-    return member, done, None
+        return None, str(err)
 
 
 async def promoter_friends(session: AsyncSession, promoter_id: str, *, limit: int = 100) -> list[Attribution]:

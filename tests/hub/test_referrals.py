@@ -35,9 +35,10 @@ from hub.referrals import (
     register_with_code,
     resolve_code,
 )
+from hub.rpc import RpcServer
 from hub.scheduler_jobs import JOBS
 from hub.stores import add_store
-from tests.hub.loyalty_helpers import Till, order_body, refund_body
+from tests.hub.loyalty_helpers import Till, order_body, refund_body, rpc
 
 _PHONES = itertools.count(1)
 # Orders close "now": whether a refund is inside the window is decided by the hub's clock.
@@ -423,3 +424,24 @@ async def test_a_merge_moves_promoters_links_friends_and_commissions(db):
         promoted = await session.get(Promoter, plain)
         assert promoted is not None
         assert promoted.code == solo_code
+
+
+async def test_a_till_registration_carries_the_share_code(db):
+    await _rule(db, register_points=100, level2_bp=0)
+    promoter, code = await _promoter(db)
+    server = RpcServer(db)
+    reply = await rpc(server, "member.register", {"phone": _phone(), "referral_code": code.lower()})
+    assert reply.ok, reply.error
+    assert reply.result["referral"] == {"attributed": True, "refused": None}
+    async with db.session() as session:
+        found = await session.get(Attribution, reply.result["id"])
+        assert found is not None
+        assert (found.promoter_id, found.via) == (promoter, "registration")
+        assert await points.balance_of(session, promoter) == 100
+    unknown = await rpc(server, "member.register", {"phone": _phone(), "referral_code": "ZZZZZZZZ"})
+    assert not unknown.ok
+    assert "no share code ZZZZZZZZ" in str(unknown.error)
+    both = await rpc(
+        server, "member.register", {"phone": _phone(), "referral_code": code, "referrer_phone": _phone()}
+    )
+    assert "not both" in str(both.error)
