@@ -37,6 +37,7 @@ from edge.shifts import load_shift
 from edge.tables import tables_of_order
 from edge.till import load_order
 from protocol.aio import cancel_and_wait
+from protocol.categories import category_keys
 
 __all__ = ["DeviceManager", "preview"]
 
@@ -157,7 +158,8 @@ class DeviceManager:
         lines = []
         for line in order.lines:
             product = catalog.by_sku(line.sku)
-            station = station_of.get(product.category) if product else None
+            keys = category_keys(product.category) if product else []
+            station = next((station_of[key] for key in keys if key in station_of), None)
             if station is not None:
                 # A voided order takes everything back from the kitchen; a refund what it gave back.
                 qty = 0 if order.status == "voided" else line.qty - line.refunded_qty

@@ -242,7 +242,7 @@ def _edge_product(view: ProductView, item: CatalogStoreItem, *, parent_sold: boo
     out: dict[str, Any] = {
         "sku": p.sku,
         "name": p.name,
-        "category": view.category.rsplit("/", 1)[-1] if view.category else "",
+        "category": view.category or "",
         "unit": p.base_unit,
         "price_fen": p.price_fen,
         "barcodes": sorted(view.barcodes.get(None, [])),

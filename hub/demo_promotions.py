@@ -1,8 +1,8 @@
 """The demo's promotions and coupon (issue 8): what head office sets up and publishes to the demo store.
 
 - 满50减5 on the whole order;
-- fresh food (category 鲜食/称重; the till knows a product by the last part of its category
-  path, so the rule's scope names "称重") marked down by the time of day in the store's time zone:
+- fresh food (category 鲜食 and everything under it, e.g. 鲜食/称重) marked down by the time
+  of day in the store's time zone:
   "晚市鲜食 8折" from 20:00 to 04:00 and "日间鲜食 9折" from 04:00 to 20:00, so exactly one
   of them is live whenever the demo runs;
 - a coupon template "满20减3券" and a hub member (phone `PROMO_PHONE`) holding one unused coupon.
@@ -33,7 +33,7 @@ __all__ = ["PROMO_PHONE", "promotions_banner", "setup_demo_promotions"]
 
 PROMO_PHONE = "13900002468"
 _ACTOR = "user:demo-owner"
-_FRESH = "称重"
+_FRESH = "鲜食"
 _NIGHT = "晚市鲜食 8折"
 _DAY = "日间鲜食 9折"
 _TEMPLATE = "满20减3券"

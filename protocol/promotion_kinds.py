@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from protocol.categories import category_keys
 from protocol.money import allocate, apply_basis_points, mul_fraction, round_half_up
 from protocol.promotion_rules import (
     BASIS_POINTS,
@@ -91,8 +92,8 @@ class Index:
         self.by_category: dict[str, list[int]] = {}
         for index, line in enumerate(lines):
             self.by_sku.setdefault(line.src.sku, []).append(index)
-            if line.src.category:
-                self.by_category.setdefault(line.src.category, []).append(index)
+            for key in category_keys(line.src.category):
+                self.by_category.setdefault(key, []).append(index)
 
     def in_scope(self, scope: Scope, lines: list[Line]) -> list[int]:
         if not scope.skus and not scope.categories:

@@ -205,7 +205,7 @@ async def test_store_links_prices_and_the_snapshot_the_edge_accepts(db):
     assert (match.product.price_fen, match.product.member_price_fen, match.product.category) == (
         300,
         250,
-        "碳酸饮料",
+        "饮料/碳酸饮料",  # the full path: rules and stations match it and its ancestors
     )
     assert till.lookup_barcode(COLA_CASE) is None  # the till cannot sell a case as 24 pieces: not sent
     assert till.by_sku("COF-LAT").active is False  # unavailable at this store

@@ -84,6 +84,22 @@ CASES = [
         2100,
         [900, 500, 700],
     ),
+    # Head office's category tree: "鲜食" covers 鲜食/称重 and 鲜食/便当, not 鲜食品 (no "/"),
+    # and a store-style leaf name "便当" matches 鲜食/便当 too.
+    Case(
+        "percent-category-path",
+        [R("percent_off", "p", off_bp=1000, scope={"categories": ["鲜食"]})],
+        [L("a", "1", 1000, "鲜食/称重"), L("b", "1", 500, "鲜食/便当"), L("c", "1", 700, "鲜食品")],
+        2050,
+        [900, 450, 700],
+    ),
+    Case(
+        "percent-category-leaf-name",
+        [R("percent_off", "p", off_bp=1000, scope={"categories": ["便当"]})],
+        [L("a", "1", 1000, "鲜食/称重"), L("b", "1", 500, "鲜食/便当")],
+        1450,
+        [1000, 450],
+    ),
     Case("amount-off-per-unit", [R("amount_off", "m", amount_fen=100)], [L("a", "3", 500)], 1200),
     # 0.5 kg × ¥20/kg = ¥10.00; ¥1/kg off × 0.5 kg = ¥0.50
     Case("amount-off-weighed", [R("amount_off", "m", amount_fen=100)], [L("a", "0.5", 2000)], 950),
