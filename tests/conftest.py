@@ -8,11 +8,13 @@ same absence fails them, so CI can never pass by skipping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -151,9 +153,71 @@ def _asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
+def _migrated(url: str) -> None:
+    """Run the hub's migrations on `url` in a loop of its own (for session-wide templates)."""
+    from hub.db import Database, migrate  # noqa: PLC0415
+
+    async def run() -> None:
+        database = Database.from_url(url)
+        try:
+            await migrate(database.engine)
+        finally:
+            await database.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """A PostgreSQL database migrated once per session; each test's database is a copy of it.
+
+    Migrating 20-odd revisions takes ~0.7 s, and about a thousand tests need a fresh hub
+    database: `CREATE DATABASE … TEMPLATE` copies the migrated one in a fraction of that.
+    None when PostgreSQL is unreachable (the tests that need it skip or fail then).
+    """
+    import asyncpg  # noqa: PLC0415
+
+    dsn = _asyncpg_dsn(PG_URL)
+    name = f"storelink_tpl_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> bool:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+        return True
+
+    if not asyncio.run(admin(f'CREATE DATABASE "{name}"')):
+        yield None
+        return
+    try:
+        base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        _migrated(f"{base}/{name}")
+        yield name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
-async def pg_database_url() -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+async def pg_database_url(pg_template: str | None) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test with the hub's schema, dropped afterwards."""
+    async with _pg_database(template=pg_template) as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_pg_database_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database (no schema), dropped afterwards."""
+    async with _pg_database(template=None) as url:
+        yield url
+
+
+@asynccontextmanager
+async def _pg_database(*, template: str | None) -> AsyncIterator[str]:
     import asyncpg  # noqa: PLC0415
 
     dsn = _asyncpg_dsn(PG_URL)
@@ -163,7 +227,7 @@ async def pg_database_url() -> AsyncIterator[str]:
         missing_service(f"PostgreSQL at {PG_URL} is unreachable ({err}); set STORELINK_TEST_PG_URL")
     name = f"storelink_t_{uuid.uuid4().hex[:12]}"
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         base = dsn.rsplit("/", 1)[0]
         yield f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
     finally:
@@ -171,12 +235,32 @@ async def pg_database_url() -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite hub database migrated once per session; each test gets a copy of the file."""
+    path = tmp_path_factory.mktemp("hub-template") / "hub.db"
+    _migrated(f"sqlite+aiosqlite:///{path}")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")  # folds the WAL into the file that gets copied
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The hub database URL, once per backend: every test using it runs on both."""
+    """The hub database URL with the schema in place, once per backend: every test using it runs on both."""
+    if request.param == "sqlite":
+        target = tmp_path / "hub.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite+aiosqlite:///{target}"
+    return str(request.getfixturevalue("pg_database_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty hub database URL (no schema yet), once per backend."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    return str(request.getfixturevalue("pg_database_url"))
+    return str(request.getfixturevalue("empty_pg_database_url"))
 
 
 # --------------------------------------------------------------------------- hub and edge

@@ -68,6 +68,7 @@ async def db(database_url):
                     active=True,
                     created_at=T0,
                     updated_at=T0,
+                    updated_by="user:boss",
                 )
             )
     yield database
