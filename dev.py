@@ -60,7 +60,10 @@ def cmd_test(extra: list[str]) -> None:
     _run(PY, "-m", "ruff", "check", ".")
     _run(PY, "-m", "ruff", "format", "--check", ".")
     _run(PY, "-m", "mypy", "protocol", "drivers", "edge", "hub", "tests")
-    _run(PY, "-m", "pytest", *extra)
+    # Most tests wait on brokers, databases and subprocesses rather than the CPU, so two
+    # workers (pytest-xdist) finish the suite in about half the time even on two cores.
+    workers = [] if any(arg.startswith(("-n", "--numprocesses")) for arg in extra) else ["-n", "2"]
+    _run(PY, "-m", "pytest", *workers, *extra)
 
 
 def main() -> None:
