@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import openpyxl
-from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -40,6 +38,7 @@ from hub.catalog import (
 from hub.catalog_categories import add_category
 from hub.catalog_tables import CatalogProduct
 from hub.db import Database
+from hub.sheets import RowError, blank_row, cell_text, read_xlsx
 
 __all__ = [
     "MAX_ROWS",
@@ -102,15 +101,6 @@ class BadCatalogFile(ValueError):
     """The file is not a readable .xlsx or CSV, or lacks the sku, name or price column."""
 
 
-@dataclass(frozen=True)
-class RowError:
-    """One problem: the file's row number (the header is row 1), the column as headed, what is wrong."""
-
-    row: int
-    column: str
-    message: str
-
-
 @dataclass
 class ImportReport:
     """What an import found and did; `written` is False when nothing was imported."""
@@ -128,17 +118,9 @@ class ImportReport:
         return asdict(self)
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
 def _yuan(value: Any) -> int | None:
     """Yuan as typed ("3.5", 3.5, "¥3.50") to fen; None when empty."""
-    raw = _text(value).lstrip("¥￥").replace(",", "")
+    raw = cell_text(value).lstrip("¥￥").replace(",", "")
     if not raw:
         return None
     try:
@@ -157,7 +139,7 @@ def _yuan(value: Any) -> int | None:
 
 
 def _percent(value: Any) -> int:
-    raw = _text(value).rstrip("%").strip()
+    raw = cell_text(value).rstrip("%").strip()
     if not raw:
         return 0
     try:
@@ -174,7 +156,7 @@ def _percent(value: Any) -> int:
 def _flag(value: Any, default: bool) -> bool:
     if isinstance(value, bool):
         return value
-    word = _text(value).casefold()
+    word = cell_text(value).casefold()
     if not word:
         return default
     if word in _YES:
@@ -185,7 +167,7 @@ def _flag(value: Any, default: bool) -> bool:
 
 
 def _codes(value: Any) -> list[str]:
-    raw = _text(value)
+    raw = cell_text(value)
     for sep in ("，", ";", "；", "/", "|", "\n"):
         raw = raw.replace(sep, ",")
     return [code for part in raw.split(",") for code in part.split() if code]
@@ -194,19 +176,7 @@ def _codes(value: Any) -> list[str]:
 def _read_rows(data: bytes, filename: str) -> list[Sequence[Any]]:
     """The rows of an .xlsx (first sheet) or CSV file (blocking: call in a thread)."""
     if filename.lower().endswith(".xlsx") or data[:2] == b"PK":
-        try:
-            book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
-            raise BadCatalogFile(f"not a readable .xlsx file ({err})") from err
-        try:
-            rows: list[Sequence[Any]] = []
-            for row in book.worksheets[0].iter_rows(values_only=True):
-                rows.append(row)
-                if len(rows) > MAX_ROWS + 1:
-                    raise BadCatalogFile(f"at most {MAX_ROWS} products per file; split the file")
-            return rows
-        finally:
-            book.close()
+        return read_xlsx(data, max_rows=MAX_ROWS, what="products", error=BadCatalogFile)
     for encoding in ("utf-8-sig", "gb18030"):
         try:
             text = data.decode(encoding)
@@ -216,7 +186,7 @@ def _read_rows(data: bytes, filename: str) -> list[Sequence[Any]]:
     else:
         raise BadCatalogFile("the CSV is neither UTF-8 nor GB18030 text")
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        rows: list[Sequence[Any]] = list(csv.reader(io.StringIO(text)))
     except csv.Error as err:
         raise BadCatalogFile(f"not a readable CSV file ({err})") from err
     if len(rows) > MAX_ROWS + 1:
@@ -232,7 +202,7 @@ class _Rows:
         self.titles: dict[str, str] = {}
         self.ignored: list[str] = []
         for index, title in enumerate(header):
-            text = _text(title)
+            text = cell_text(title)
             key = _HEADER_KEYS.get(text.casefold())
             if key is None or key in self.columns:
                 if text:
@@ -259,7 +229,7 @@ class _Rows:
             "variant": "variant", "plu": "plu", "pinyin": "pinyin",
         }  # fmt: skip
         for key, name in simple.items():
-            text = _text(self.cell(row, key))
+            text = cell_text(self.cell(row, key))
             if text or key in ("sku", "name"):
                 values[name] = text
         converters: dict[str, tuple[str, Callable[[Any], Any]]] = {
@@ -279,8 +249,8 @@ class _Rows:
                 self.errors.append(RowError(number, self.title(key), str(err)))
         if values.get("price_fen", 0) is None:
             self.errors.append(RowError(number, self.title("price"), "a price is required"))
-        case_unit = _text(self.cell(row, "case_unit"))
-        case_qty = _text(self.cell(row, "case_qty"))
+        case_unit = cell_text(self.cell(row, "case_unit"))
+        case_qty = cell_text(self.cell(row, "case_qty"))
         case_codes = _codes(self.cell(row, "case_barcodes"))
         if case_unit or case_qty or case_codes:
             values["units"] = [{"unit": case_unit, "qty": case_qty, "barcodes": case_codes}]
@@ -294,7 +264,7 @@ class _Rows:
             return None
 
     def _unit(self, value: Any) -> str:
-        word = _text(value).casefold()
+        word = cell_text(value).casefold()
         if not word:
             return "piece"
         if word not in _UNITS:
@@ -316,10 +286,6 @@ class _Rows:
 
 def _message(error: Any) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
-
-
-def _blank(row: Sequence[Any]) -> bool:
-    return all(_text(v) == "" for v in row)
 
 
 def _row_error(parser: _Rows, parsed: list[tuple[int, ProductIn]], issue: Issue) -> RowError:
@@ -345,7 +311,7 @@ async def _parse_file(
     report.ignored_columns = parser.ignored
     parsed: list[tuple[int, ProductIn]] = []
     for number, row in enumerate(rows[1:], start=2):
-        if _blank(row):
+        if blank_row(row):
             continue
         report.rows += 1
         item = parser.parse(number, row)

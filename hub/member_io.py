@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import openpyxl
-from openpyxl.utils.exceptions import InvalidFileException
 from sqlalchemy import select
 
 from hub.db import AsyncSession, Database
@@ -38,6 +36,7 @@ from hub.members import (
     parse_gender,
 )
 from hub.models import Store
+from hub.sheets import RowError, blank_row, cell_text, read_xlsx
 
 __all__ = [
     "MAX_ROWS",
@@ -93,15 +92,6 @@ class BadMemberFile(ValueError):
     """The upload is not a readable .xlsx, or has no phone column."""
 
 
-@dataclass(frozen=True)
-class RowError:
-    """One problem: the sheet's row number (header is row 1), the column as headed, what is wrong."""
-
-    row: int
-    column: str
-    message: str
-
-
 @dataclass
 class ImportReport:
     """What an import found and did; `written` is False when nothing was imported."""
@@ -117,14 +107,6 @@ class ImportReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form for the API and the CLI."""
         return asdict(self)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
 
 
 def _birthday(value: Any) -> date | None:
@@ -158,7 +140,7 @@ def _birthday(value: Any) -> date | None:
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    word = _text(value).casefold()
+    word = cell_text(value).casefold()
     if word in _YES:
         return True
     if word in _NO:
@@ -166,21 +148,9 @@ def _flag(value: Any) -> bool:
     raise InvalidMember(f"{value!r} is not 是/否 (yes/no)")
 
 
-def _read_sheet(data: bytes) -> list[tuple[Any, ...]]:
+def _read_sheet(data: bytes) -> list[Sequence[Any]]:
     """The first sheet's rows as values (blocking: call in a thread)."""
-    try:
-        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
-        raise BadMemberFile(f"not a readable .xlsx file ({err})") from err
-    try:
-        rows: list[tuple[Any, ...]] = []
-        for row in book.worksheets[0].iter_rows(values_only=True):
-            rows.append(row)
-            if len(rows) > MAX_ROWS + 1:
-                raise BadMemberFile(f"at most {MAX_ROWS} members per file; split the file")
-        return rows
-    finally:
-        book.close()
+    return read_xlsx(data, max_rows=MAX_ROWS, what="members", error=BadMemberFile)
 
 
 @dataclass(frozen=True)
@@ -199,7 +169,7 @@ class _Checker:
         self.titles: dict[str, str] = {}
         self.ignored: list[str] = []
         for index, title in enumerate(header):
-            text = _text(title)
+            text = cell_text(title)
             key = _HEADER_KEYS.get(text.casefold())
             if key is None or key in self.columns:
                 if text:
@@ -219,9 +189,9 @@ class _Checker:
         before = len(self.errors)
         values: dict[str, Any] = {}
         parsers: dict[str, Callable[[Any], Any]] = {
-            "phone": lambda v: normalize_phone(_text(v)),
-            "name": lambda v: check_name(_text(v)),
-            "gender": lambda v: parse_gender(_text(v)),
+            "phone": lambda v: normalize_phone(cell_text(v)),
+            "name": lambda v: check_name(cell_text(v)),
+            "gender": lambda v: parse_gender(cell_text(v)),
             "birthday": _birthday,
             "source_store": self._store,
             "consent_marketing": _flag,
@@ -251,7 +221,7 @@ class _Checker:
         )
 
     def _store(self, value: Any) -> str | None:
-        store = _text(value) or self.default
+        store = cell_text(value) or self.default
         if store is None:
             if self.scope is not None:
                 raise InvalidMember(
@@ -263,10 +233,6 @@ class _Checker:
         if self.scope is not None and store not in self.scope:
             raise InvalidMember(f"store {store!r} is outside your stores")
         return store
-
-
-def _blank(row: Sequence[Any]) -> bool:
-    return all(_text(v) == "" for v in row)
 
 
 async def _check(
@@ -282,7 +248,7 @@ async def _check(
     good: list[_Good] = []
     first_row: dict[str, int] = {}
     for number, row in enumerate(rows[1:], start=2):
-        if _blank(row):
+        if blank_row(row):
             continue
         report.rows += 1
         item = checker.check(number, row)
