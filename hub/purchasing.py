@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select
 
 from hub.db import AsyncSession
 from hub.errors import NotFound
@@ -27,7 +27,7 @@ from hub.purchasing_tables import (
     SupplierQuote,
 )
 from hub.replenishment import replenishment_list
-from hub.stock import MAX_QTY_MILLI, StockError, check_sku
+from hub.stock import MAX_QTY_MILLI, StockError, check_sku, step_document
 from protocol.ids import new_id
 
 __all__ = [
@@ -380,22 +380,9 @@ async def step_po(
     session: AsyncSession, po_id: str, allowed: tuple[PoState, ...], verb: str, **values: Any
 ) -> PurchaseOrder:
     """Move the order on if it is in one of `allowed` states, else refuse saying where it is."""
-    moved = await session.execute(
-        update(PurchaseOrder)
-        .where(PurchaseOrder.id == po_id, PurchaseOrder.state.in_([s.value for s in allowed]))
-        .values(version=PurchaseOrder.version + 1, updated_at=_now(), **values)
-        .execution_options(synchronize_session=False)
+    return await step_document(
+        session, PurchaseOrder, po_id, allowed, verb=verb, label="purchase order", **values
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        state = await session.scalar(select(PurchaseOrder.state).where(PurchaseOrder.id == po_id))
-        if state is None:
-            raise NotFound(f"no purchase order {po_id}")
-        wanted = " or ".join(s.value for s in allowed)
-        raise StockError(f"purchase order {po_id} is {state}; it can be {verb} only when {wanted}")
-    po = await session.get(PurchaseOrder, po_id, populate_existing=True)
-    if po is None:  # cannot happen: the row was just updated
-        raise NotFound(f"no purchase order {po_id}")
-    return po
 
 
 async def send_po(session: AsyncSession, po_id: str, *, actor: str) -> PoView:

@@ -14,13 +14,15 @@ from and to the wire's decimal strings ("2", "0.352").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -440,3 +442,41 @@ def flag_json(row: StockFlag) -> dict[str, Any]:
         "resolved": row.resolved,
         "created_at": row.created_at.isoformat(),
     }
+
+
+Doc = TypeVar("Doc")
+
+
+async def step_document(
+    session: AsyncSession,
+    model: type[Doc],
+    doc_id: str,
+    allowed: Sequence[StrEnum],
+    *,
+    verb: str,
+    label: str,
+    **values: Any,
+) -> Doc:
+    """Move a stock document (transfer, purchase order, stocktake) on by one conditional UPDATE.
+
+    Only from one of the `allowed` states, else it refuses saying where the document is. On
+    PostgreSQL the UPDATE holds the row's lock until commit, so concurrent steps go one by
+    one and two "ship" calls ship once. `model` has id, state, version and updated_at columns.
+    """
+    table: Any = model
+    moved = await session.execute(
+        update(table)
+        .where(table.id == doc_id, table.state.in_([s.value for s in allowed]))
+        .values(version=table.version + 1, updated_at=datetime.now(UTC), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        state = await session.scalar(select(table.state).where(table.id == doc_id))
+        if state is None:
+            raise NotFound(f"no {label} {doc_id}")
+        wanted = " or ".join(s.value for s in allowed)
+        raise StockError(f"{label} {doc_id} is {state}; it can be {verb} only when {wanted}")
+    row = await session.get(model, doc_id, populate_existing=True)
+    if row is None:  # cannot happen: the row was just updated
+        raise NotFound(f"no {label} {doc_id}")
+    return row

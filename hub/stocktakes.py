@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select
 
 from hub.catalog_tables import CatalogCategory, CatalogProduct
 from hub.commands import add_command
 from hub.db import AsyncSession
 from hub.errors import NotFound
 from hub.models import HubOrder, Store
-from hub.stock import Movement, StockError, check_sku, format_milli, record_movements
+from hub.stock import Movement, StockError, check_sku, format_milli, record_movements, step_document
 from hub.stock_tables import MovementKind, StockLevel, StockMovement
 from hub.stocktake_tables import StockReport, Stocktake, StocktakeLine, StocktakeScope, StocktakeState
 from protocol.ids import new_id
@@ -181,22 +181,9 @@ async def _step(
     session: AsyncSession, stocktake_id: str, allowed: tuple[StocktakeState, ...], verb: str, **values: Any
 ) -> Stocktake:
     """Move the count on if it is in one of `allowed` states, else refuse saying where it is."""
-    moved = await session.execute(
-        update(Stocktake)
-        .where(Stocktake.id == stocktake_id, Stocktake.state.in_([s.value for s in allowed]))
-        .values(version=Stocktake.version + 1, updated_at=_now(), **values)
-        .execution_options(synchronize_session=False)
+    return await step_document(
+        session, Stocktake, stocktake_id, allowed, verb=verb, label="stocktake", **values
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        state = await session.scalar(select(Stocktake.state).where(Stocktake.id == stocktake_id))
-        if state is None:
-            raise NotFound(f"no stocktake {stocktake_id}")
-        wanted = " or ".join(s.value for s in allowed)
-        raise StockError(f"stocktake {stocktake_id} is {state}; it can be {verb} only when {wanted}")
-    row = await session.get(Stocktake, stocktake_id, populate_existing=True)
-    if row is None:  # cannot happen: the row was just updated
-        raise NotFound(f"no stocktake {stocktake_id}")
-    return row
 
 
 async def record_counts(

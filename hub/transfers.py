@@ -29,7 +29,7 @@ from hub.commands import add_command
 from hub.db import AsyncSession
 from hub.errors import NotFound
 from hub.models import Store
-from hub.stock import StockError, check_sku, format_milli, record_movement
+from hub.stock import StockError, check_sku, format_milli, record_movement, step_document
 from hub.stock_tables import MovementKind
 from hub.transfers_tables import (
     DiscrepancyKind,
@@ -139,29 +139,10 @@ async def create_transfer(
 
 
 async def _step(
-    session: AsyncSession,
-    transfer_id: str,
-    allowed: tuple[TransferState, ...],
-    verb: str,
-    **values: Any,
+    session: AsyncSession, transfer_id: str, allowed: tuple[TransferState, ...], verb: str, **values: Any
 ) -> Transfer:
     """Move the transfer on if it is in one of `allowed` states, else refuse saying where it is."""
-    moved = await session.execute(
-        update(Transfer)
-        .where(Transfer.id == transfer_id, Transfer.state.in_([s.value for s in allowed]))
-        .values(version=Transfer.version + 1, updated_at=_now(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        state = await session.scalar(select(Transfer.state).where(Transfer.id == transfer_id))
-        if state is None:
-            raise NotFound(f"no transfer {transfer_id}")
-        wanted = " or ".join(s.value for s in allowed)
-        raise StockError(f"transfer {transfer_id} is {state}; it can be {verb} only when {wanted}")
-    transfer = await session.get(Transfer, transfer_id, populate_existing=True)
-    if transfer is None:  # cannot happen: the row was just updated
-        raise NotFound(f"no transfer {transfer_id}")
-    return transfer
+    return await step_document(session, Transfer, transfer_id, allowed, verb=verb, label="transfer", **values)
 
 
 async def _lines(session: AsyncSession, transfer_id: str) -> list[TransferLine]:
