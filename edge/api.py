@@ -7,11 +7,13 @@ device token, and changes need a staff session token (both as `Authorization: Be
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from importlib import resources
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -319,6 +321,24 @@ async def staff_command(
 def answer(reply: Reply) -> web.Response:
     """A till `Reply` as JSON."""
     return reply_json(reply.body, reply.status)
+
+
+@functools.cache
+def _static_text(name: str) -> str:
+    return resources.files("edge").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def static_page(name: str) -> web.Response:
+    """One of the edge's own pages (`edge/static/`), read from the package once, never cached by browsers.
+
+    Screens keep these pages open for days; "no-cache" makes a reload after an upgrade fetch the new one.
+    """
+    return web.Response(
+        text=_static_text(name),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 def make_app(

@@ -3,8 +3,6 @@ the cash drawer and the customer display page."""
 
 from __future__ import annotations
 
-from importlib import resources
-
 from aiohttp import web
 from pydantic import Field
 
@@ -19,6 +17,7 @@ from edge.api import (
     principal,
     reply_json,
     staff_command,
+    static_page,
 )
 from edge.device_manager import preview
 from edge.inputs import InputManager
@@ -110,8 +109,7 @@ async def open_drawer(request: web.Request) -> web.Response:
 
 async def display_page(request: web.Request) -> web.Response:
     """The customer-facing second screen: the current line and total, live over the WebSocket."""
-    page = resources.files("edge").joinpath("static/display.html").read_text(encoding="utf-8")
-    return web.Response(text=page, content_type="text/html", charset="utf-8")
+    return static_page("display.html")
 
 
 def add_routes(app: web.Application) -> None:

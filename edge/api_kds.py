@@ -13,7 +13,6 @@ import functools
 import json
 import sqlite3
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Literal
 
 from aiohttp import web
@@ -31,6 +30,7 @@ from edge.api import (
     principal,
     read_body,
     reply_json,
+    static_page,
 )
 from edge.errors import TillError
 from edge.till import Reply, load_order
@@ -280,8 +280,7 @@ def _now() -> dict[str, str]:
 
 async def kds_page(request: web.Request) -> web.Response:
     """The kitchen screen page (`/kds?station=…`); its API calls need the screen's device token."""
-    page = resources.files("edge").joinpath("static/kds.html").read_text(encoding="utf-8")
-    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
+    return static_page("kds.html")
 
 
 def add_routes(app: web.Application) -> None:

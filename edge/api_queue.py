@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,7 @@ from aiohttp import web
 from pydantic import Field, StrictBool, StrictInt
 
 from edge import printing, queue_calls
-from edge.api import DEVICES, JOURNAL, SETTINGS, TILL, Body, answer, reply_json, staff_command
+from edge.api import DEVICES, JOURNAL, SETTINGS, TILL, Body, answer, reply_json, staff_command, static_page
 from edge.api_kds import live_loop
 from edge.kds import version
 from edge.till import Reply
@@ -155,8 +154,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
 
 async def page(request: web.Request) -> web.Response:
     """The waiting-area display (`/queue`); its WebSocket needs the screen's device token."""
-    text = resources.files("edge").joinpath("static/queue.html").read_text(encoding="utf-8")
-    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+    return static_page("queue.html")
 
 
 def add_routes(app: web.Application) -> None:
